@@ -1,0 +1,1 @@
+"""Datasets: the embedded synthetic video+IMU set and loaders for real clips."""

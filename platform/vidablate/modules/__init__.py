@@ -1,0 +1,1 @@
+"""Paper modules, one file per paper; each module takes explicit constructor arguments."""

@@ -1,0 +1,1 @@
+"""Reports: render a finished ablation sweep as "reproduced vs paper" tables and plots."""

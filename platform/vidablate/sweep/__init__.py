@@ -1,0 +1,1 @@
+"""Sweeps: search-space files, the Ray Tune runner and MLflow tracking."""

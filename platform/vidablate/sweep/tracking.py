@@ -1,0 +1,164 @@
+"""MLflow tracking from one process (the Tune driver): experiment per space, parent run per
+sweep, child run per trial. Runs are found again by tags, so a resumed sweep or trial continues
+its run instead of creating a duplicate (Ray's MLflowLoggerCallback keeps that map in memory)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from .space import TrialSpec
+
+SWEEP_TAG = "vidablate.sweep_id"
+TRIAL_TAG = "vidablate.trial_key"
+PARENT_TAG = "mlflow.parentRunId"
+TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm")
+
+
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """``tracking_uri=`` wins, then $MLFLOW_TRACKING_URI, then ./mlflow.db (sqlite)."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a local sqlite store live beside the database file (./mlartifacts), so the
+    `mlflow ui` command we print finds them; a tracking server decides for itself."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+class SweepTracker:
+    """Creates or finds the experiment, the sweep's parent run and the trials' child runs."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=default_artifact_location(tracking_uri))
+
+    def _find(self, filter_string: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)
+        return runs[0].info.run_id if runs else None
+
+    def parent_run(self, sweep_id: str, params: dict[str, Any]) -> tuple[str, bool]:
+        """(run id, created) for the sweep's parent run."""
+        existing = self._find(f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
+                              f"tags.`vidablate.kind` = 'sweep'")
+        if existing:
+            self.client.update_run(existing, status="RUNNING")
+            return existing, False
+        run = self.client.create_run(self.experiment_id, run_name=sweep_id,
+                                     tags={SWEEP_TAG: sweep_id, "vidablate.kind": "sweep"})
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id, True
+
+    def child_run(self, sweep_id: str, parent_id: str, trial: TrialSpec) -> str:
+        existing = self._find(f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
+                              f"tags.`{TRIAL_TAG}` = '{trial.key}'")
+        if existing:
+            return existing
+        run = self.client.create_run(
+            self.experiment_id, run_name=trial.key,
+            tags={SWEEP_TAG: sweep_id, TRIAL_TAG: trial.key, PARENT_TAG: parent_id,
+                  "vidablate.kind": "trial", "vidablate.row": trial.row},
+        )
+        params = {**{f"toggle.{k}": v for k, v in trial.params.items()},
+                  **flatten(trial.experiment)}
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+
+class MLflowTrialCallback(Callback):
+    """Tune callback on the driver: per-epoch metrics into each trial's child run, status at the
+    end, and a one-line progress view per reported epoch."""
+
+    def __init__(self, tracking_uri: str, run_ids: dict[str, str], epochs: dict[str, int],
+                 printer: bool = True) -> None:
+        self.tracking_uri = tracking_uri
+        self.run_ids = run_ids
+        self.epochs = epochs
+        self.printer = printer
+        self._client: MlflowClient | None = None
+        self._started = time.time()
+
+    def __getstate__(self) -> dict[str, Any]:  # the client is rebuilt after a restore
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def _run(self, trial: Any) -> str | None:
+        return self.run_ids.get(trial.config.get("trial"))
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run(trial)
+        if run_id:
+            self.client.update_run(run_id, status="RUNNING")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        run_id = self._run(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(result[k]), now, step) for k in TRACKED_METRICS
+                   if isinstance(result.get(k), (int, float)) and math.isfinite(result[k])]
+        if run_id and metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+        if self.printer:
+            key = trial.config.get("trial")
+            total = self.epochs.get(key, "?")
+            done = sum(t.status == "TERMINATED" for t in trials)
+            print(f"[{time.time() - self._started:6.0f}s] {key:<24} epoch {step}/{total}  "
+                  f"loss {result.get('train_loss', float('nan')):.3f}  "
+                  f"base {result.get('base_acc', float('nan')):5.1f}  "
+                  f"novel {result.get('novel_acc', float('nan')):5.1f}  "
+                  f"hm {result.get('hm', float('nan')):5.1f}   ({done}/{len(trials)} trials done)",
+                  flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run(trial)
+        if run_id:
+            self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run(trial)
+        if run_id:
+            self.client.set_terminated(run_id, "FAILED")

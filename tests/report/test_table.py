@@ -1,0 +1,269 @@
+"""Behaviour tests for the "reproduced vs paper" report (Markdown, CSV, HTML, PNG)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import pytest
+
+# isort: split
+from vidablate.report.table import (
+    Cell,
+    TableRow,
+    TrialOutcome,
+    build_table,
+    to_csv,
+    to_html,
+    to_markdown,
+    write_report,
+)
+from vidablate.sweep.space import Row, Space
+
+SIRM = "model.isclip.sirm"
+SGAM = "model.isclip.sgam"
+FRAMES = "data.frames"
+
+
+def _toggles(sirm: bool, sgam: bool) -> dict:
+    return {SIRM: sirm, SGAM: sgam, FRAMES: 8}
+
+
+@pytest.fixture()
+def space() -> Space:
+    rows = [
+        Row("baseline", "Baseline", _toggles(False, False),
+            {"base_acc": 60.0, "novel_acc": 51.0, "hm": 55.0}),
+        Row("sirm", "+ SIRM", _toggles(True, False),
+            {"base_acc": 63.0, "novel_acc": 53.0, "hm": 57.6}),
+        Row("sgam", "+ <b>SGAM</b>", _toggles(False, True),
+            {"base_acc": 62.0, "novel_acc": 50.0}),  # no paper HM
+        Row("full", "Full", _toggles(True, True),
+            {"base_acc": 66.0, "novel_acc": 55.0, "hm": 60.1}),
+    ]
+    return Space(
+        name="isclip_ablation", paper="ISCLIP", title="Table 3: ISCLIP components",
+        source="Smith et al. 2024, Tab. 3",
+        metrics={"base_acc": "Base", "novel_acc": "Novel", "hm": "HM"},
+        fixed={}, seeds=[0, 1, 2], rows=rows, path=Path("x.yaml"),
+    )
+
+
+def _m(base: float, novel: float, hm: float | None = None) -> dict[str, float]:
+    out = {"base_acc": base, "novel_acc": novel}
+    if hm is not None:
+        out["hm"] = hm
+    return out
+
+
+@pytest.fixture()
+def outcomes() -> list[TrialOutcome]:
+    return [
+        # baseline: 2 ok seeds
+        TrialOutcome("baseline", 0, _m(60.0, 50.0, 55.0)),
+        TrialOutcome("baseline", 1, _m(62.0, 51.0, 56.0)),
+        # sirm: 2 ok of 3 (one failed)
+        TrialOutcome("sirm", 0, _m(63.0, 52.0, 57.0)),
+        TrialOutcome("sirm", 1, {}, status="failed", error="CUDA OOM"),
+        TrialOutcome("sirm", 2, _m(65.0, 54.0, 59.0)),
+        # sgam: a single seed, without an HM value
+        TrialOutcome("sgam", 0, _m(61.5, 49.25)),
+        # full: nothing ok
+        TrialOutcome("full", 0, {}, status="failed", error="NaN loss"),
+        TrialOutcome("full", 1, {}, status="missing"),
+        # an outcome of a row the space does not have is ignored
+        TrialOutcome("stale_row", 0, _m(1.0, 1.0, 1.0)),
+    ]
+
+
+@pytest.fixture()
+def table(space: Space, outcomes: list[TrialOutcome]) -> list[TableRow]:
+    return build_table(space, outcomes)
+
+
+def _md_rows(md: str) -> dict[str, list[str]]:
+    """Markdown table body keyed by the first cell (label with marker)."""
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    body = {}
+    for ln in lines[2:]:
+        cells = [c.strip() for c in ln.strip().strip("|").split("|")]
+        assert len(cells) == len(header)
+        body[cells[0]] = cells
+    return {"__header__": header, **body}
+
+
+# ------------------------------------------------------------------------------- aggregation
+
+
+def test_build_table_order_and_seed_counts(table: list[TableRow]) -> None:
+    assert [r.name for r in table] == ["baseline", "sirm", "sgam", "full"]
+    counts = {r.name: (r.seeds_ok, r.seeds_total) for r in table}
+    assert counts == {"baseline": (2, 2), "sirm": (2, 3), "sgam": (1, 1), "full": (0, 2)}
+    assert table[0].toggles == _toggles(False, False)
+
+
+def test_mean_std_delta_arithmetic(table: list[TableRow]) -> None:
+    base = table[0].cells["base_acc"]
+    assert base.paper == 60.0
+    assert base.mean == 61.0
+    assert base.std == pytest.approx(math.sqrt(2), abs=1e-12)
+    assert base.n == 2
+    assert base.delta == pytest.approx(1.0)
+    novel = table[0].cells["novel_acc"]
+    assert novel.mean == 50.5 and novel.delta == pytest.approx(-0.5)
+    # the failed seed of "sirm" is excluded from the statistics
+    sirm = table[1].cells["base_acc"]
+    assert (sirm.mean, sirm.n) == (64.0, 2)
+    assert sirm.std == pytest.approx(math.sqrt(2))
+    assert sirm.delta == pytest.approx(1.0)
+
+
+def test_single_seed_and_missing_values(table: list[TableRow]) -> None:
+    sgam = table[2].cells
+    assert sgam["base_acc"].mean == 61.5 and sgam["base_acc"].n == 1
+    assert sgam["base_acc"].std is None
+    assert sgam["base_acc"].delta == pytest.approx(-0.5)
+    assert sgam["hm"] == Cell(paper=None, mean=None, std=None, n=0)
+    assert sgam["hm"].delta is None
+    full = table[3].cells["base_acc"]
+    assert (full.paper, full.mean, full.std, full.n, full.delta) == (66.0, None, None, 0, None)
+
+
+def test_cell_delta_needs_both() -> None:
+    assert Cell(paper=70.0, mean=72.5, std=None, n=1).delta == pytest.approx(2.5)
+    assert Cell(paper=None, mean=72.5, std=None, n=1).delta is None
+    assert Cell(paper=70.0, mean=None, std=None, n=0).delta is None
+
+
+def test_non_finite_metrics_and_duplicate_seeds(space: Space) -> None:
+    outs = [
+        TrialOutcome("baseline", 0, _m(60.0, 50.0, float("nan"))),
+        TrialOutcome("baseline", 1, {}, status="failed"),
+        TrialOutcome("baseline", 1, _m(62.0, 52.0, 56.0)),  # resumed: ok replaces the failure
+        TrialOutcome("baseline", 0, {}, status="failed"),  # a late failure does not undo an ok
+    ]
+    row = build_table(space, outs)[0]
+    assert (row.seeds_ok, row.seeds_total) == (2, 2)
+    assert row.cells["base_acc"].mean == 61.0
+    assert row.cells["hm"].n == 1 and row.cells["hm"].mean == 56.0
+
+
+# ------------------------------------------------------------------------------- markdown
+
+
+def test_markdown_content(space: Space, table: list[TableRow]) -> None:
+    md = to_markdown(space, table)
+    first = md.splitlines()[0]
+    assert "Table 3: ISCLIP components" in first and "Smith et al. 2024, Tab. 3" in first
+    rows = _md_rows(md)
+    header = rows["__header__"]
+    # only varying toggles get a column, headed by the last dotted part
+    assert header[:3] == ["Row", "sirm", "sgam"]
+    assert "frames" not in header and FRAMES not in header
+    assert header[3:] == ["Base paper", "Base ours", "Δ", "Novel paper", "Novel ours", "Δ",
+                          "HM paper", "HM ours", "Δ"]
+    assert rows["Baseline"] == ["Baseline", "", "", "60.0", "61.0 ± 1.4", "+1.0",
+                                "51.0", "50.5 ± 0.7", "−0.5", "55.0", "55.5 ± 0.7", "+0.5"]
+    assert rows["+ SIRM (2/3 seeds)"][1:3] == ["✓", ""]
+    assert rows["+ SIRM (2/3 seeds)"][3:6] == ["63.0", "64.0 ± 1.4", "+1.0"]
+    # single seed: no ± ; missing paper/ours: —
+    assert rows["+ <b>SGAM</b>"][1:] == ["", "✓", "62.0", "61.5", "−0.5", "50.0", "49.2",
+                                         "−0.8", "—", "—", "—"]
+    full = rows["Full (failed)"]
+    assert full[1:3] == ["✓", "✓"]
+    assert full[3:] == ["66.0", "—", "—", "55.0", "—", "—", "60.1", "—", "—"]
+
+
+def test_markdown_not_run_and_constant_columns_hidden(space: Space) -> None:
+    table = build_table(space, [TrialOutcome("baseline", 0, _m(60.0, 50.0, 55.0))])
+    rows = _md_rows(to_markdown(space, table))
+    assert "Full (not run)" in rows
+    assert "Baseline" in rows  # 1/1 seeds: no marker
+
+
+def test_markdown_non_bool_toggle_values(space: Space) -> None:
+    space.rows[0].toggles[FRAMES] = 16
+    rows = _md_rows(to_markdown(space, build_table(space, [])))
+    assert rows["__header__"][:4] == ["Row", "sirm", "sgam", "frames"]
+    assert rows["Baseline (not run)"][3] == "16"
+    assert rows["Full (not run)"][3] == "8"
+
+
+# ------------------------------------------------------------------------------- CSV
+
+
+def test_csv_parses_back(space: Space, table: list[TableRow]) -> None:
+    text = to_csv(space, table)
+    reader = csv.DictReader(io.StringIO(text))
+    assert reader.fieldnames is not None
+    assert reader.fieldnames[:5] == ["row", "label", SIRM, SGAM, FRAMES]
+    assert reader.fieldnames[-2:] == ["seeds_ok", "seeds_total"]
+    for metric in ("base_acc", "novel_acc", "hm"):
+        for suffix in ("paper", "mean", "std", "n", "delta"):
+            assert f"{metric}_{suffix}" in reader.fieldnames
+    rows = {r["row"]: r for r in reader}
+    assert list(rows) == ["baseline", "sirm", "sgam", "full"]
+    b = rows["baseline"]
+    assert b["label"] == "Baseline"
+    assert float(b["base_acc_paper"]) == 60.0
+    assert float(b["base_acc_mean"]) == 61.0
+    assert float(b["base_acc_std"]) == pytest.approx(math.sqrt(2), abs=1e-12)
+    assert int(b["base_acc_n"]) == 2
+    assert float(b["base_acc_delta"]) == pytest.approx(1.0)
+    assert float(b["novel_acc_delta"]) == pytest.approx(-0.5)
+    assert (b[SIRM], b[SGAM], b[FRAMES]) == ("false", "false", "8")
+    assert (int(b["seeds_ok"]), int(b["seeds_total"])) == (2, 2)
+    s = rows["sgam"]
+    assert s["label"] == "+ <b>SGAM</b>"
+    assert float(s["novel_acc_mean"]) == 49.25  # full precision, not the rounded display
+    assert s["base_acc_std"] == "" and s["hm_paper"] == "" and s["hm_delta"] == ""
+    f = rows["full"]
+    assert f["base_acc_mean"] == "" and f["base_acc_n"] == "0"
+    assert (f["seeds_ok"], f["seeds_total"]) == ("0", "2")
+    assert rows["sirm"]["seeds_ok"] == "2" and rows["sirm"]["seeds_total"] == "3"
+
+
+# ------------------------------------------------------------------------------- HTML
+
+
+def test_html_escapes_and_colours(space: Space, table: list[TableRow]) -> None:
+    page = to_html(space, table)
+    assert page.lstrip().lower().startswith("<!doctype html>")
+    assert "&lt;b&gt;SGAM&lt;/b&gt;" in page
+    assert "<b>SGAM</b>" not in page
+    assert "<style>" in page
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert "<img" not in page
+    assert '<td class="num pos">+1.0</td>' in page
+    assert '<td class="num neg">−0.5</td>' in page
+    assert "(2/3 seeds)" in page and "(failed)" in page
+    assert 'class="failed"' in page
+    assert "CUDA OOM" in page  # failure reason available as a tooltip
+    assert page.count("<tr") == 1 + len(table)
+    assert "<th>sirm</th>" in page and "<th>frames</th>" not in page
+
+
+def test_html_embeds_plot(space: Space, table: list[TableRow]) -> None:
+    page = to_html(space, table, plot_png="table.png")
+    assert '<img src="table.png"' in page
+    assert page.index("<img") > page.index("</table>")
+
+
+# ------------------------------------------------------------------------------- files
+
+
+def test_write_report(space: Space, table: list[TableRow], tmp_path: Path) -> None:
+    out = tmp_path / "nested" / "report"
+    paths = write_report(space, table, out)
+    assert set(paths) == {"md", "csv", "html", "png"}
+    assert {p.name for p in paths.values()} == {"table.md", "table.csv", "table.html",
+                                                "table.png"}
+    for p in paths.values():
+        assert p.parent == out and p.is_file() and p.stat().st_size > 0
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["md"].read_text(encoding="utf-8") == to_markdown(space, table)
+    assert paths["csv"].read_text(encoding="utf-8") == to_csv(space, table)
+    assert '<img src="table.png"' in paths["html"].read_text(encoding="utf-8")
