@@ -34,6 +34,7 @@ def main(cfg: DictConfig, task_overrides: list[str]) -> int:
     settings = SweepSettings(
         storage_path=raw["storage_path"], tracking_uri=raw["tracking_uri"],
         resume=bool(raw["resume"]), seeds=list(raw["seeds"]) if raw["seeds"] else None,
+        rows=[str(r) for r in raw["rows"]] if raw["rows"] else None,
         max_concurrent=int(raw["max_concurrent"]),
         max_trial_failures=int(raw["max_trial_failures"]), ray_address=raw["ray_address"],
         num_cpus=raw["num_cpus"], experiment_name=raw["experiment_name"],

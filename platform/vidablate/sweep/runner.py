@@ -25,7 +25,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ..report.table import TrialOutcome, build_table, to_markdown, write_report
 from ..train.loop import train_loop_per_worker
-from .space import Space, TrialSpec, expand, load_space, sweep_id
+from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
 from .tracking import MLflowTrialCallback, SweepTracker, resolve_tracking_uri
 
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
@@ -46,6 +46,8 @@ class SweepSettings:
     """Restore an earlier run of the same sweep (finished trials are skipped)."""
     seeds: list[int] | None = None
     """Override the space's seeds."""
+    rows: list[str] | None = None
+    """Run only these rows of the table (by row name)."""
     max_concurrent: int = 0
     """Trials at once; 0 = as many as the cluster's CPUs/GPUs allow."""
     max_trial_failures: int = 1
@@ -160,6 +162,8 @@ def run_sweep(
     """Validate, launch (or resume) and report one sweep. Returns None for a dry run."""
     settings = settings or SweepSettings()
     space = load_space(space_name)
+    if settings.rows:
+        space = select_rows(space, settings.rows)
     trials = expand(space, base, overrides, settings.seeds)  # fails before any trial starts
     sid = sweep_id(space, trials)
     if settings.dry_run:

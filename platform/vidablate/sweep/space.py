@@ -6,6 +6,7 @@ toggle or an impossible combination fails with the file, the row and the field n
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -132,6 +133,15 @@ def load_space(name_or_path: str | Path) -> Space:
         fixed=dict(raw.get("fixed") or {}), seeds=list(seeds), rows=rows, path=path,
         notes=str(raw.get("notes", "")),
     )
+
+
+def select_rows(space: Space, names: list[str]) -> Space:
+    """A copy of ``space`` with only the named rows (in the space's order)."""
+    known = [r.name for r in space.rows]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SpaceError(f"{space.path}: rows={unknown} not in the space; rows are {known}")
+    return dataclasses.replace(space, rows=[r for r in space.rows if r.name in names])
 
 
 def expand(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
@@ -157,8 +158,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "base_acc": base,
             "novel_acc": novel,
             "hm": harmonic_mean(base, novel),
+            "world_size": world,
         }
-        history.append(metrics)
+        history.append({**metrics, "finished_at": time.time()})
         last = epoch + 1 == cfg.trainer.epochs
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,73 @@
+"""End to end: `jobs/ablate.py space=isclip_modules` through a local Ray cluster into MLflow,
+then the same command again (resume): no duplicate runs, the table is rebuilt."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.e2e
+
+
+def _runs(client: MlflowClient, exp_id: str):
+    return client.search_runs([exp_id], max_results=100)
+
+
+def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = ablate_cmd + ["space=isclip_modules", f"tracking_uri={uri}", "num_cpus=2", *TINY]
+    first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    assert "IS-CLIP Table II" in out and "| Fine-tuned CLIP" in out
+    assert "97.6" in out and "66.3" in out  # the paper column
+    assert f"mlflow ui --backend-store-uri {uri}" in out
+    assert "epoch 1/1" in out  # the progress view
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("isclip_modules")
+    runs = _runs(client, exp.experiment_id)
+    parents = [r for r in runs if r.data.tags.get("vidablate.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("vidablate.kind") == "trial"]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    by_row = {r.data.tags["vidablate.row"]: r for r in children}
+    assert set(by_row) == {"baseline", "sirm", "sgam", "sirm_sgam"}
+    for row, (sirm, sgam) in {"baseline": (False, False), "sirm": (True, False),
+                              "sgam": (False, True), "sirm_sgam": (True, True)}.items():
+        run = by_row[row]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.params["toggle.model.sirm"] == str(sirm)
+        assert run.data.params["toggle.model.sgam"] == str(sgam)
+        assert run.data.params["trainer.epochs"] == "1"
+        for key in ("base_acc", "novel_acc", "hm", "train_loss"):
+            history = client.get_metric_history(run.info.run_id, key)
+            assert [m.step for m in history] == [1], key
+        assert 0 <= run.data.metrics["novel_acc"] <= 100
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "table")}
+    assert {"table/table.md", "table/table.csv", "table/table.html",
+            "table/table.png"} <= artifacts
+    local = client.download_artifacts(parent.info.run_id, "table/table.csv", str(tmp_path))
+    with open(local) as f:
+        rows = {r["row"]: r for r in csv.DictReader(f)}
+    assert float(rows["sirm_sgam"]["hm_paper"]) == 79.0
+    assert float(rows["baseline"]["base_acc_mean"]) == pytest.approx(
+        by_row["baseline"].data.metrics["base_acc"])
+
+    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resumed" in second.stdout
+    runs_after = _runs(client, exp.experiment_id)
+    assert len(runs_after) == 5, "a re-run must not create new MLflow runs"
+    for r in runs_after:
+        if r.data.tags.get("vidablate.kind") == "trial":
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, "hm")]
+            assert steps == [1], "finished trials are not re-trained or re-logged"

@@ -1,0 +1,31 @@
+"""The Hydra CLI: argument mapping and the dry run (no Ray, no training)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from vidablate.sweep.cli import explicit_overrides
+
+
+def test_explicit_overrides_take_only_section_keys():
+    cfg = {"trainer": {"epochs": 2, "lr_new": 0.1}, "model": {"sirm": True}, "space": "x"}
+    got = explicit_overrides(cfg, ["space=x", "trainer.epochs=2", "model=vitb16",
+                                   "+model.sirm=true"])
+    assert got == {"trainer": {"epochs": 2}, "model": {"sirm": True}}
+
+
+def test_dry_run_lists_trials_without_running(ablate_cmd, tmp_path):
+    out = subprocess.run(ablate_cmd + ["space=isclip_sensors", "dry_run=true", "seeds=[0,1]"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "4 rows x 2 seeds = 8 trials" in out.stdout
+    assert "gyro-s1" in out.stdout
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was tracked or run
+
+
+def test_bad_toggle_on_command_line_fails_before_ray(ablate_cmd, tmp_path):
+    out = subprocess.run(ablate_cmd + ["space=isclip_modules", "trainer.batch_size=0"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "trainer.batch_size" in out.stdout
+    assert not (tmp_path / "ray_results").exists()
