@@ -123,3 +123,17 @@ def test_select_rows_keeps_order_and_rejects_unknown():
     assert [r.name for r in sub.rows] == ["baseline", "sirm_sgam"]
     with pytest.raises(SpaceError, match="nope"):
         select_rows(space, ["nope"])
+
+
+def test_unschedulable_trials_fail_before_launch():
+    from vidablate.config import ConfigError
+    from vidablate.sweep.runner import check_resources
+
+    space = load_space("isclip_modules")
+    gpu = expand(space, overrides={"trainer": {"use_gpu": True, "num_workers": 2}})
+    with pytest.raises(ConfigError, match="use_gpu.*needs 2 GPU"):
+        check_resources(gpu, {"CPU": 16.0})
+    check_resources(gpu, {"CPU": 16.0, "GPU": 2.0})
+    wide = expand(space, overrides={"trainer": {"num_workers": 4, "batch_size": 32}})
+    with pytest.raises(ConfigError, match="needs 4 CPUs; the Ray cluster has 2"):
+        check_resources(wide, {"CPU": 2.0})

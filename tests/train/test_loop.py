@@ -34,7 +34,7 @@ def _fit(storage: Path, name: str, epochs: int, workers: int = 1, **model) -> ra
 
 def _state(result: ray.train.Result) -> dict:
     with result.checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, weights_only=False)
+        return torch.load(Path(d) / STATE_FILE, weights_only=True)
 
 
 def test_restarted_run_resumes_from_checkpoint_and_matches_uninterrupted(ray_local, tmp_path):

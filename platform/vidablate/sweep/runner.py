@@ -23,6 +23,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from ..config import ConfigError
 from ..report.table import TrialOutcome, build_table, to_markdown, write_report
 from ..train.loop import train_loop_per_worker
 from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
@@ -123,6 +124,23 @@ def _concurrency(trials: list[TrialSpec], settings: SweepSettings) -> int:
     return max(1, min(fit, len(trials)))
 
 
+def check_resources(trials: list[TrialSpec], resources: dict[str, float]) -> None:
+    """Fail before launch when no trial could ever be scheduled on this cluster."""
+    for t in trials:
+        tr = t.experiment["trainer"]
+        workers = max(tr["num_workers"], 1)
+        need_cpu = workers * tr["cpus_per_worker"]
+        if tr["use_gpu"] and resources.get("GPU", 0) < workers:
+            raise ConfigError(
+                f"trial {t.key}: trainer.use_gpu=true with trainer.num_workers={workers} needs "
+                f"{workers} GPU(s); the Ray cluster has {resources.get('GPU', 0):g}")
+        if resources.get("CPU", 0) < need_cpu:
+            raise ConfigError(
+                f"trial {t.key}: trainer.num_workers={workers} x trainer.cpus_per_worker="
+                f"{tr['cpus_per_worker']} needs {need_cpu} CPUs; the Ray cluster has "
+                f"{resources.get('CPU', 0):g}")
+
+
 def _init_ray(settings: SweepSettings) -> None:
     if ray.is_initialized():
         return
@@ -170,6 +188,8 @@ def run_sweep(
         print(describe(space, trials))
         return None
 
+    _init_ray(settings)
+    check_resources(trials, ray.cluster_resources())  # before any run is created
     tracking_uri = resolve_tracking_uri(settings.tracking_uri)
     experiment_name = settings.experiment_name or space.name
     tracker = SweepTracker(tracking_uri, experiment_name)
@@ -183,7 +203,6 @@ def run_sweep(
           f"MLflow {tracking_uri} (experiment {experiment_name!r}, parent run {parent_id}"
           f"{'' if created else ', resumed'})", flush=True)
 
-    _init_ray(settings)
     trial_payload = {t.key: {"experiment": t.experiment, "run_id": run_ids[t.key]}
                      for t in trials}
     trainable = tune.with_resources(
