@@ -34,14 +34,25 @@ def register_model_configs() -> None:
 def load_clip(name: str, pretrained: str | None = None) -> tuple[nn.Module, object]:
     """Create an open_clip CLIP and its tokenizer.
 
-    ``pretrained`` is an open_clip tag (``openai``), a local weights file, or None for random
-    weights. Failures raise BackboneError naming the model and weights.
+    ``pretrained`` is an open_clip tag (``openai``), a local weights file, ``synthetic`` (only
+    for ``vidablate-tiny``: the cached contrastively pretrained weights of DESIGN §4, built on
+    first use by ``vidablate.pretrain.ensure_tiny_clip``), or None for random weights.
+    Failures raise BackboneError naming the model and weights.
     """
     register_model_configs()
     if name not in open_clip.list_models():
         raise BackboneError(
             f"model.backbone={name!r} is not an open_clip model; e.g. ViT-B-16 or vidablate-tiny"
         )
+    if pretrained == "synthetic":
+        if name != "vidablate-tiny":
+            raise BackboneError(
+                f"model.pretrained='synthetic' exists only for model.backbone='vidablate-tiny', "
+                f"not {name!r}; use an open_clip tag (e.g. openai) or a weights file"
+            )
+        from .pretrain import ensure_tiny_clip  # deferred: pretrain imports this module
+
+        pretrained = str(ensure_tiny_clip())
     if pretrained and os.sep in pretrained and not Path(pretrained).is_file():
         raise BackboneError(f"model.pretrained={pretrained!r}: no such weights file")
     try:

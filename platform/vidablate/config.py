@@ -119,6 +119,8 @@ class TrainConfig:
     max_failures: int = 2
     """Ray Train worker-failure retries; each retry resumes from the last checkpoint."""
     eval_batch_size: int = 64
+    eval_every: int = 1
+    """Evaluate base/novel accuracy every k epochs (and always after the last)."""
 
 
 @dataclass
@@ -171,7 +173,7 @@ class ExperimentConfig:
                 f"model.stft_n_fft={m.stft_n_fft} is longer than the IMU clip "
                 f"(data.num_frames*data.imu_rate={d.num_frames * d.imu_rate})"
             )
-        for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size", "eval_every"):
             if getattr(t, name) < 1:
                 raise ConfigError(f"trainer.{name} must be >= 1")
         if t.lr_schedule not in ("constant", "cosine"):

@@ -152,6 +152,23 @@ def generate_split(spec: SyntheticSpec, split: str) -> dict[str, np.ndarray]:
     gyro xyz in rad/s), label int64 [N] and window int64 [N, 2] (first and last active frame,
     inclusive). Train and test use different derived seeds.
     """
+    data = _generate(spec, split)
+    del data["centre"], data["scale"]
+    return data
+
+
+def generate_split_with_tracks(spec: SyntheticSpec, split: str) -> dict[str, np.ndarray]:
+    """``generate_split`` (identical arrays) plus the labelled object's per-frame track.
+
+    Adds centre float32 [N, T, 2] (x, y of the object centre as fractions of the image width
+    and height, origin top-left, y down) and scale float32 [N, T] (object half-extent as a
+    fraction of the image width). Used to caption frames for pretraining (DESIGN §4).
+    """
+    return _generate(spec, split)
+
+
+def _generate(spec: SyntheticSpec, split: str) -> dict[str, np.ndarray]:
+    """The generator behind ``generate_split``; also returns the object track."""
     if split not in _SPLIT_IDS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(_SPLIT_IDS)}")
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0x51D, _SPLIT_IDS[split]]))
@@ -274,6 +291,8 @@ def generate_split(spec: SyntheticSpec, split: str) -> dict[str, np.ndarray]:
         "imu": imu.astype(np.float32),
         "label": label,
         "window": window.astype(np.int64),
+        "centre": np.stack([px, py], axis=-1).astype(np.float32),
+        "scale": size[..., 0, 0].astype(np.float32),
     }
 
 

@@ -406,8 +406,9 @@ def plot(space: Space, table: list[TableRow], path: str | Path) -> Path:
         values = [v for _, v in paper] + [v + d for _, v, s in ours for d in (-s, s)]
         if values:
             low, high = min(values), max(values)
-            pad = max(1.0, 0.15 * (high - low))
-            ax.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, high + pad)
+            pad = max(1.0, 0.08 * (high - min(low, 0.0)))
+            # bars start at zero so that their heights compare honestly
+            ax.set_ylim(min(0.0, low - pad), high + pad)
         ax.set_title(column)
         ax.set_xticks(xs)
         ax.set_xticklabels(labels, rotation=30 if rotate else 0,

@@ -146,22 +146,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             sched.step()
         sums = _all_reduce(sums)
         n = max(float(sums[3]), 1.0)
-        base = evaluate(model, data.test_base, data.base_names, 0, cfg.trainer.eval_batch_size,
-                        device, rank, world, autocast)
-        novel = evaluate(model, data.test_novel, data.novel_names, data.num_base,
-                         cfg.trainer.eval_batch_size, device, rank, world, autocast)
-        metrics = {
+        metrics: dict[str, float] = {
             "epoch": epoch + 1,
             "train_loss": float(sums[0]) / n,
             "train_ce": float(sums[1]) / n,
             "train_kd": float(sums[2]) / n,
-            "base_acc": base,
-            "novel_acc": novel,
-            "hm": harmonic_mean(base, novel),
             "world_size": world,
         }
-        history.append({**metrics, "finished_at": time.time()})
         last = epoch + 1 == cfg.trainer.epochs
+        if last or (epoch + 1) % cfg.trainer.eval_every == 0:
+            base = evaluate(model, data.test_base, data.base_names, 0,
+                            cfg.trainer.eval_batch_size, device, rank, world, autocast)
+            novel = evaluate(model, data.test_novel, data.novel_names, data.num_base,
+                             cfg.trainer.eval_batch_size, device, rank, world, autocast)
+            metrics.update(base_acc=base, novel_acc=novel, hm=harmonic_mean(base, novel))
+        history.append({**metrics, "finished_at": time.time()})
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None

@@ -1,0 +1,413 @@
+"""Contrastive pretraining of the embedded default's tiny CLIP (DESIGN §4, "Embedded default").
+
+With random text-tower weights novel-class accuracy is chance whatever the video side does, so
+the embedded default needs a ``vidablate-tiny`` CLIP whose towers already share a space. This
+module trains one for a fixed wall-clock budget (150 s by default) on pairs made by the
+synthetic generator (``vidablate.data.synthetic``), following the feasibility run of DESIGN §4
+(a tiny open_clip CLIP on generated "a {colour} {shape} on the {position}" pictures):
+
+* frame level: every frame of a clip with an appearance caption read from the generator's
+  object track, "a [small|large] {colour} {shape} on the {position}." (position: left, right,
+  top, bottom, their corners, or centre; size word only outside the static size range);
+* clip level: the mean over frames of the per-frame image features (exactly how the CLIP-Mean
+  baseline pools a video, ``VideoCLIP.encode_video``) with "a video of {class name}." (the
+  downstream ``ModelConfig.prompt_template``) for all 32 class names, because motion words need
+  clips, not frames (DESIGN §4).
+
+The loss is CLIP's symmetric InfoNCE with the model's learnable ``logit_scale`` (open_clip's
+``ClipLoss``), generalised to batches where several images share a caption: each distinct
+caption in the batch is encoded once, image->text is cross-entropy over the batch's distinct
+captions, text->image spreads the target uniformly over the images carrying that caption. With
+all captions distinct it is exactly ``ClipLoss``.
+
+Data seeds: downstream experiments use data seeds 0..99. Pretraining draws fresh clips from
+data seeds ``10_000 + 1_000 * seed + k`` (k = 0, 1, ... one per generated chunk, k < 1000) and
+``evaluate_zero_shot`` uses the test split of data seed ``9_000 + seed``, so no downstream clip
+(nor any evaluation clip) is ever trained on. Caveat: the clip videos are disjoint, but
+pretraining has seen every class *phrase*, including the phrases of the downstream novel
+classes, just as web-scale CLIP has seen the concepts of the datasets it is later evaluated
+on zero-shot. The downstream base/novel protocol therefore measures whether fine-tuning on the
+base classes keeps that knowledge (IS-CLIP's motivation for feature distillation), not whether
+a model can compose unseen words. Reversal pairs (moving left / moving right, ...) contain the
+same frames in opposite order, so a frame-mean image encoder cannot tell them apart by
+construction: at clip level their captions end up equally similar to the clip, the 32-way
+accuracy is bounded by about half, and ``pair_acc`` (reversal confusions forgiven) is the
+accuracy the pretraining can actually reach. ``text_cos_reversal`` reports how close the two
+members' text features end up (a frozen text tower must keep them apart for downstream
+temporal modules to separate the pair).
+
+Build the cached weights with ``python jobs/pretrain_tiny_clip.py``; ``load_clip("vidablate-tiny",
+"synthetic")`` builds them on first use (``ensure_tiny_clip``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import register_model_configs
+from .data.synthetic import (
+    CLIP_MEAN,
+    CLIP_STD,
+    OBJECTS,
+    SyntheticSpec,
+    class_names,
+    generate_split_with_tracks,
+)
+
+MODEL_NAME = "vidablate-tiny"
+WEIGHTS_VERSION = "v1"  # bump when the recipe or the generator changes: cached files are rebuilt
+TEMPLATE = "a video of {}."  # the downstream prompt (ModelConfig.prompt_template)
+TRAIN_SEED_BASE = 10_000  # pretraining data seeds: 10_000 + 1_000 * seed + chunk
+EVAL_SEED_BASE = 9_000  # evaluation data seed: 9_000 + seed (test split)
+NUM_CLASSES = 32
+
+# Appearance vocabulary of the frame captions (DESIGN §4: "a {colour} {shape} on the {position}").
+SIZE_WORDS = ("", "small ", "large ")  # medium objects get no size word
+SMALL_BELOW, LARGE_ABOVE = 0.09, 0.14  # half-extent bounds of non-scaling objects (synthetic.py)
+POSITIONS = (  # index = 3 * row + column, row/column 0 = top/left, 1 = centre, 2 = bottom/right
+    "on the top left", "at the top", "on the top right",
+    "on the left", "in the centre", "on the right",
+    "on the bottom left", "at the bottom", "on the bottom right",
+)  # fmt: skip
+LOW_EDGE, HIGH_EDGE = 0.4, 0.6  # centre coordinates below/above are left/top, right/bottom
+
+
+def appearance_captions() -> list[str]:
+    """All frame captions, indexed by ``(object * 3 + size) * 9 + position``."""
+    return [
+        f"a {size}{obj} {pos}." for obj in OBJECTS for size in SIZE_WORDS for pos in POSITIONS
+    ]
+
+
+def clip_captions(num_classes: int = NUM_CLASSES) -> list[str]:
+    """The downstream class prompts "a video of {name}." in protocol order."""
+    return [TEMPLATE.format(name) for name in class_names(num_classes)]
+
+
+def appearance_ids(objects: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Caption index per frame: objects int [N], centre [N, T, 2], scale [N, T] -> int64 [N, T]."""
+    col = (centre[..., 0] >= LOW_EDGE).astype(np.int64) + (centre[..., 0] > HIGH_EDGE)
+    row = (centre[..., 1] >= LOW_EDGE).astype(np.int64) + (centre[..., 1] > HIGH_EDGE)
+    size = np.where(scale < SMALL_BELOW, 1, np.where(scale > LARGE_ABOVE, 2, 0))
+    return ((np.asarray(objects)[:, None] * 3 + size) * 9 + row * 3 + col).astype(np.int64)
+
+
+def _object_of_class() -> np.ndarray:
+    """Object index of each of the 32 classes (class name = "<object> <motion>")."""
+    names = class_names(NUM_CLASSES)
+    return np.array([next(i for i, o in enumerate(OBJECTS) if n.startswith(o)) for n in names])
+
+
+def _to_tensor(video: np.ndarray) -> torch.Tensor:
+    """uint8 [N, T, H, W, 3] -> CLIP-normalised float32 [N, T, 3, H, W] (as SyntheticVideoIMU)."""
+    frames = torch.from_numpy(video).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    mean = torch.tensor(CLIP_MEAN).view(1, 1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 1, 3, 1, 1)
+    return (frames - mean) / std
+
+
+def _chunks(seed: int, clips_per_class: int) -> Iterator[dict[str, np.ndarray]]:
+    """Endless fresh training chunks from data seeds 10_000 + 1_000 * seed + k."""
+    k = 0
+    while True:
+        spec = SyntheticSpec(seed=TRAIN_SEED_BASE + 1_000 * seed + k % 1_000,
+                             train_per_class=clips_per_class, test_per_class=1)
+        yield generate_split_with_tracks(spec, "train")
+        k += 1
+
+
+def multi_positive_infonce(
+    image: torch.Tensor, text: torch.Tensor, ids: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP) when captions repeat: image [N, D] and text [K, D] normalised,
+    ids [N] the caption row of each image (every row used). Equals ClipLoss for K = N, ids =
+    arange(N)."""
+    logits = logit_scale.exp() * image @ text.t()  # [N, K]
+    i2t = F.cross_entropy(logits, ids)
+    target = (ids[None, :] == torch.arange(len(text), device=ids.device)[:, None]).float()
+    target = target / target.sum(dim=1, keepdim=True)
+    t2i = -(target * F.log_softmax(logits.t(), dim=1)).sum(dim=1).mean()
+    return (i2t + t2i) / 2
+
+
+def pair_losses(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    video: torch.Tensor,
+    labels: torch.Tensor,
+    frame_ids: torch.Tensor,
+    clip_weight: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """Frame- and clip-level contrastive losses of one batch.
+
+    tokens: [108 + 32, L] appearance then class captions (``caption_tokens``); video
+    [B, T, 3, H, W] normalised; labels [B] class ids; frame_ids [B, T] appearance caption ids.
+    """
+    b, t = video.shape[:2]
+    feats = model.encode_image(video.flatten(0, 1))  # [B*T, D], unnormalised like FrameEncoder
+    clip = feats.view(b, t, -1).mean(dim=1)  # CLIP-Mean pooling (VideoCLIP.encode_video)
+    n_app = len(tokens) - NUM_CLASSES
+    f_uniq, f_inv = torch.unique(frame_ids.flatten(), return_inverse=True)
+    c_uniq, c_inv = torch.unique(labels, return_inverse=True)
+    text = model.encode_text(torch.cat([tokens[f_uniq], tokens[n_app + c_uniq]]))
+    text = F.normalize(text, dim=-1)
+    scale = model.logit_scale
+    frame = multi_positive_infonce(F.normalize(feats, dim=-1), text[: len(f_uniq)], f_inv, scale)
+    video_loss = multi_positive_infonce(F.normalize(clip, dim=-1), text[len(f_uniq):], c_inv,
+                                        scale)
+    return {"frame": frame, "clip": video_loss, "loss": frame + clip_weight * video_loss}
+
+
+def caption_tokens(tokenizer: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
+    """Tokens of ``appearance_captions() + clip_captions()`` with the model's tokenizer."""
+    return tokenizer(appearance_captions() + clip_captions())
+
+
+def create_tiny_clip(seed: int = 0) -> tuple[nn.Module, Callable[[list[str]], torch.Tensor]]:
+    """A randomly initialised ``vidablate-tiny`` (torch seed ``seed``) and its tokenizer."""
+    register_model_configs()
+    torch.manual_seed(seed)
+    return open_clip.create_model(MODEL_NAME), open_clip.get_tokenizer(MODEL_NAME)
+
+
+def _lr_factor(step: int, progress: float, warmup: int) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay to 5% at progress 1."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def save_weights(model: nn.Module, out: str | Path) -> None:
+    """torch.save the state_dict to a temp file in ``out``'s directory, then os.replace it
+    onto ``out``, so readers never see a partial file."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(model.state_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def pretrain_tiny_clip(
+    out: str | Path,
+    seconds: float = 150.0,
+    max_steps: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = print,
+    **options: Any,
+) -> dict[str, float]:
+    """Pretrain ``vidablate-tiny`` (``train_tiny_clip``: until ``seconds`` elapse or
+    ``max_steps`` steps are done; ``options`` are its keyword-only knobs), write its state_dict
+    atomically to ``out`` and return the stats, ``evaluate_zero_shot``'s numbers included.
+    The file loads with ``open_clip.create_model("vidablate-tiny", pretrained=str(out))``."""
+    model, stats = train_tiny_clip(seconds, max_steps, seed, threads, log, **options)
+    save_weights(model, out)
+    if log is not None:
+        log(f"pretrained weights written to {out}")
+    return stats
+
+
+def train_tiny_clip(
+    seconds: float = 150.0,
+    max_steps: int | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = print,
+    *,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    clip_weight: float = 1.0,
+    clips_per_class: int = 32,
+    eval_clips_per_class: int = 8,
+) -> tuple[nn.Module, dict[str, float]]:
+    """Train ``vidablate-tiny`` contrastively on synthetic pairs (DESIGN §4) until ``seconds``
+    elapse (``seconds <= 0``: no time limit) or ``max_steps`` steps are done; return the model
+    (eval mode) and its stats (steps, seconds, initial/final loss, ``evaluate_zero_shot``).
+
+    ``batch_size`` counts clips (each contributes all its frames to the frame-level loss);
+    the learning rate follows warmup + cosine over the budget (whichever limit is tighter).
+    With ``seconds <= 0`` and one thread a run is deterministic given ``seed``.
+    """
+    if seconds <= 0 and max_steps is None:
+        raise ValueError("train_tiny_clip needs seconds > 0 or max_steps")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        model, tokenizer = create_tiny_clip(seed)
+        tokens = caption_tokens(tokenizer)
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+        decay_ids = {id(p) for p in decay}
+        rest = [p for p in model.parameters() if id(p) not in decay_ids]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                 {"params": rest, "weight_decay": 0.0}], lr=lr)
+        objects = _object_of_class()
+        gen = torch.Generator().manual_seed(seed)
+        chunks = _chunks(seed, clips_per_class)
+        warmup = 20 if max_steps is None else max(1, min(20, max_steps // 10))
+        losses: list[float] = []
+        parts: dict[str, list[float]] = {"frame": [], "clip": []}
+        step, start, last_log = 0, time.perf_counter(), 0.0
+        model.train()
+        while True:
+            data = next(chunks)
+            video = _to_tensor(data["video"])
+            labels = torch.from_numpy(data["label"])
+            frame_ids = torch.from_numpy(
+                appearance_ids(objects[data["label"]], data["centre"], data["scale"]))
+            order = torch.randperm(len(labels), generator=gen)
+            done = False
+            for i in range(0, len(order) - batch_size + 1, batch_size):
+                elapsed = time.perf_counter() - start
+                progress = elapsed / seconds if seconds > 0 else 0.0
+                if max_steps is not None:
+                    progress = max(progress, step / max_steps)
+                if progress >= 1.0:
+                    done = True
+                    break
+                for group in opt.param_groups:
+                    group["lr"] = lr * _lr_factor(step, progress, warmup)
+                idx = order[i: i + batch_size]
+                loss = pair_losses(model, tokens, video[idx], labels[idx], frame_ids[idx],
+                                   clip_weight)
+                opt.zero_grad(set_to_none=True)
+                loss["loss"].backward()
+                opt.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, math.log(100))
+                losses.append(loss["loss"].item())
+                for key in parts:
+                    parts[key].append(loss[key].item())
+                step += 1
+                if log is not None and (elapsed - last_log >= 15 or step == 1):
+                    last_log = elapsed
+                    log(f"pretrain step {step} {elapsed:.0f}s loss {losses[-1]:.3f} "
+                        f"(frame {parts['frame'][-1]:.3f}, clip {parts['clip'][-1]:.3f}) "
+                        f"logit_scale {model.logit_scale.exp().item():.1f}")
+            if done:
+                break
+        seconds_used = time.perf_counter() - start
+        model.eval()
+        tail = max(1, min(10, len(losses) // 4))
+        stats = {
+            "steps": float(step),
+            "seconds": seconds_used,
+            "initial_loss": losses[0] if losses else float("nan"),
+            "final_loss": float(np.mean(losses[-tail:])) if losses else float("nan"),
+            "final_frame_loss": float(np.mean(parts["frame"][-tail:])) if losses else float("nan"),
+            "final_clip_loss": float(np.mean(parts["clip"][-tail:])) if losses else float("nan"),
+            "logit_scale": model.logit_scale.exp().item(),
+        }
+        stats |= evaluate_zero_shot(model, tokenizer, seed, clips_per_class=eval_clips_per_class)
+        if log is not None:
+            log("pretrain done: " + ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
+        return model, stats
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+@torch.no_grad()
+def evaluate_zero_shot(
+    model: nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    seed: int = 0,
+    *,
+    clips_per_class: int = 8,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Zero-shot accuracies on fresh test clips (data seed 9_000 + seed, never trained on).
+
+    clip_acc: 32-way, frame-mean image features vs "a video of {name}."; pair_acc: the same
+    with reversal-pair confusions forgiven (classes 2k and 2k+1 are a pair); frame_acc: full
+    appearance caption of single frames (108-way); frame_object_acc: its colour+shape part
+    (4-way). chance_* give the chance levels; text_cos_* the mean cosine between class-prompt
+    text features of reversal partners and of all other class pairs.
+    """
+    spec = SyntheticSpec(seed=EVAL_SEED_BASE + seed, train_per_class=1,
+                         test_per_class=clips_per_class)
+    data = generate_split_with_tracks(spec, "test")
+    was_training = model.training
+    model.eval()
+    try:
+        tokens = caption_tokens(tokenizer)
+        text = F.normalize(model.encode_text(tokens).float(), dim=-1)
+        n_app = len(tokens) - NUM_CLASSES
+        app_text, cls_text = text[:n_app], text[n_app:]
+        labels = torch.from_numpy(data["label"])
+        frame_ids = torch.from_numpy(
+            appearance_ids(_object_of_class()[data["label"]], data["centre"], data["scale"]))
+        clip_pred, frame_pred = [], []
+        for i in range(0, len(labels), batch_size):
+            video = _to_tensor(data["video"][i: i + batch_size])
+            b, t = video.shape[:2]
+            feats = model.encode_image(video.flatten(0, 1)).float()
+            clip = F.normalize(feats.view(b, t, -1).mean(dim=1), dim=-1)
+            clip_pred.append((clip @ cls_text.t()).argmax(dim=1))
+            frame_pred.append((F.normalize(feats, dim=-1) @ app_text.t()).argmax(dim=1).view(b, t))
+        cp, fp = torch.cat(clip_pred), torch.cat(frame_pred)
+        sims = cls_text @ cls_text.t()
+        partner = torch.arange(NUM_CLASSES) ^ 1
+        other = ~torch.eye(NUM_CLASSES, dtype=torch.bool)
+        other[torch.arange(NUM_CLASSES), partner] = False
+        per_object = 3 * len(POSITIONS)
+        return {
+            "clip_acc": float((cp == labels).float().mean()),
+            "pair_acc": float((cp // 2 == labels // 2).float().mean()),
+            "frame_acc": float((fp == frame_ids).float().mean()),
+            "frame_object_acc": float((fp // per_object == frame_ids // per_object).float().mean()),
+            "chance_clip": 1.0 / NUM_CLASSES,
+            "chance_pair": 2.0 / NUM_CLASSES,
+            "chance_frame": 1.0 / n_app,
+            "chance_frame_object": 1.0 / len(OBJECTS),
+            "text_cos_reversal": float(sims[torch.arange(NUM_CLASSES), partner].mean()),
+            "text_cos_other": float(sims[other].mean()),
+        }
+    finally:
+        model.train(was_training)
+
+
+def default_weights_path(seed: int = 0) -> Path:
+    """``$VIDABLATE_CACHE`` (else ~/.cache/vidablate) / vidablate-tiny-synthetic-v1-s{seed}.pt."""
+    root = os.environ.get("VIDABLATE_CACHE") or Path.home() / ".cache" / "vidablate"
+    return Path(root) / f"{MODEL_NAME}-synthetic-{WEIGHTS_VERSION}-s{seed}.pt"
+
+
+def ensure_tiny_clip(seed: int = 0, seconds: float = 150.0, max_steps: int | None = None) -> Path:
+    """The cached pretrained weights, built once if missing (``pretrain_tiny_clip``).
+
+    An fcntl lock next to the file serialises builders: parallel Ray trials on one machine wait
+    for the first one and then reuse its file. Other machines build their own copy.
+    """
+    path = default_weights_path(seed)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not path.is_file():
+                pretrain_tiny_clip(path, seconds=seconds, max_steps=max_steps, seed=seed)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return path

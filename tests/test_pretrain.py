@@ -1,0 +1,153 @@
+"""Behaviour tests for the tiny-CLIP pretraining of the embedded default (DESIGN §4): the loss
+measurably falls, saved weights round-trip through load_clip, the cache is built once (and
+once only under concurrency), and ``pretrained="synthetic"`` is refused for other backbones."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+# isort: split
+from vidablate import pretrain
+from vidablate.backbone import BackboneError, load_clip
+from vidablate.data.synthetic import (
+    OBJECT_COLOURS,
+    SyntheticSpec,
+    generate_split,
+    generate_split_with_tracks,
+)
+
+NAME = "vidablate-tiny"
+FAST = {"batch_size": 16, "clips_per_class": 4, "eval_clips_per_class": 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _fixed_batch():
+    """8 clips of a held-out data seed with their captions (never a training seed)."""
+    data = generate_split_with_tracks(SyntheticSpec(seed=12_345_678, test_per_class=1), "test")
+    idx = np.arange(32)
+    video = pretrain._to_tensor(data["video"][idx])
+    labels = torch.from_numpy(data["label"][idx])
+    objects = pretrain._object_of_class()[data["label"][idx]]
+    ids = torch.from_numpy(pretrain.appearance_ids(objects, data["centre"][idx],
+                                                   data["scale"][idx]))
+    return video, labels, ids
+
+
+@torch.no_grad()
+def _loss(model, tokenizer) -> float:
+    model.eval()
+    return pretrain.pair_losses(model, pretrain.caption_tokens(tokenizer), *_fixed_batch())[
+        "loss"].item()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A 40-step run (deterministic: no time limit, one thread)."""
+    torch.set_num_threads(1)
+    model, stats = pretrain.train_tiny_clip(seconds=0, max_steps=40, seed=0, threads=1,
+                                            log=None, **FAST)
+    return model, stats
+
+
+def test_short_run_lowers_the_contrastive_loss(trained):
+    model, stats = trained
+    random_model, tokenizer = pretrain.create_tiny_clip(seed=0)  # the run's starting point
+    before, after = _loss(random_model, tokenizer), _loss(model, tokenizer)
+    assert stats["steps"] == 40
+    assert after < before - 0.5, (before, after)  # on a fixed held-out batch
+    assert stats["final_loss"] < stats["initial_loss"] - 0.5, stats
+    for key in ("clip_acc", "pair_acc", "frame_acc", "frame_object_acc"):
+        assert 0.0 <= stats[key] <= 1.0
+    assert stats["chance_clip"] == pytest.approx(1 / 32)
+
+
+def test_saved_weights_load_through_load_clip_and_open_clip(trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "w.pt"
+    pretrain.save_weights(model, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]  # no temp file left behind
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    loaded, _ = load_clip(NAME, str(path))
+    direct = open_clip.create_model(NAME, pretrained=str(path))
+    with torch.no_grad():
+        expected = model.eval().encode_image(images)
+        torch.testing.assert_close(loaded.eval().encode_image(images), expected)
+        torch.testing.assert_close(direct.eval().encode_image(images), expected)
+
+
+def test_multi_positive_infonce_is_clip_loss_for_distinct_captions():
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    scale = torch.tensor(2.0)
+    ours = pretrain.multi_positive_infonce(img, txt, torch.arange(6), scale)
+    ref = open_clip.loss.ClipLoss()(img, txt, scale.exp())
+    torch.testing.assert_close(ours, ref)
+
+
+def test_tracks_match_generate_split_and_the_drawn_object():
+    spec = SyntheticSpec(seed=3, train_per_class=2, test_per_class=1)
+    plain, tracked = generate_split(spec, "train"), generate_split_with_tracks(spec, "train")
+    assert plain.keys() == tracked.keys() - {"centre", "scale"}
+    for key in plain:
+        np.testing.assert_array_equal(plain[key], tracked[key])
+    # red objects (classes of object 0): the red pixels' centroid is the tracked centre
+    objects = pretrain._object_of_class()[tracked["label"]]
+    clip = int(np.flatnonzero(objects == 0)[0])
+    frames = tracked["video"][clip].astype(np.float32)
+    red = np.linalg.norm(frames - OBJECT_COLOURS[0], axis=-1) < 60
+    ys, xs = np.nonzero(red[0])
+    centre = tracked["centre"][clip, 0] * spec.image_size - 0.5
+    assert abs(xs.mean() - centre[0]) < 1.5 and abs(ys.mean() - centre[1]) < 1.5
+
+
+def test_ensure_tiny_clip_builds_once_then_reuses(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDABLATE_CACHE", str(tmp_path))
+    path = pretrain.ensure_tiny_clip(seed=0, seconds=0, max_steps=2)
+    assert path == tmp_path / "vidablate-tiny-synthetic-v1-s0.pt" and path.is_file()
+    mtime = path.stat().st_mtime_ns
+    monkeypatch.setattr(pretrain, "pretrain_tiny_clip",
+                        lambda *a, **k: pytest.fail("rebuilt a cached file"))
+    assert pretrain.ensure_tiny_clip(seed=0, seconds=0, max_steps=2) == path
+    assert path.stat().st_mtime_ns == mtime
+    clip, _ = load_clip(NAME, "synthetic")  # resolves to the cached file
+    state = torch.load(path, map_location="cpu")
+    torch.testing.assert_close(clip.visual.proj, state["visual.proj"])
+
+
+def test_ensure_tiny_clip_concurrent_callers_build_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDABLATE_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_build(out, **_):
+        calls.append(out)
+        time.sleep(0.3)  # the second caller must be waiting on the lock meanwhile
+        out.write_bytes(b"weights")
+
+    monkeypatch.setattr(pretrain, "pretrain_tiny_clip", fake_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(pretrain.ensure_tiny_clip(seed=1)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 2 and len(set(results)) == 1
+
+
+def test_synthetic_weights_only_for_the_tiny_backbone():
+    with pytest.raises(BackboneError, match=r"model\.pretrained.*model\.backbone.*ViT-B-16"):
+        load_clip("ViT-B-16", "synthetic")
