@@ -146,12 +146,11 @@ class MLflowTrialCallback(Callback):
             key = trial.config.get("trial")
             total = self.epochs.get(key, "?")
             done = sum(t.status == "TERMINATED" for t in trials)
+            parts = [f"{name} {result[k]:5.1f}" for k, name in
+                     (("base_acc", "base"), ("novel_acc", "novel"), ("hm", "hm")) if k in result]
             print(f"[{time.time() - self._started:6.0f}s] {key:<24} epoch {step}/{total}  "
-                  f"loss {result.get('train_loss', float('nan')):.3f}  "
-                  f"base {result.get('base_acc', float('nan')):5.1f}  "
-                  f"novel {result.get('novel_acc', float('nan')):5.1f}  "
-                  f"hm {result.get('hm', float('nan')):5.1f}   ({done}/{len(trials)} trials done)",
-                  flush=True)
+                  f"loss {result.get('train_loss', float('nan')):.3f}  {'  '.join(parts)}   "
+                  f"({done}/{len(self.epochs)} trials done)", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run(trial)
