@@ -76,11 +76,17 @@ def test_load_clip_reads_a_local_weights_file(tmp_path):
 # --------------------------------------------------------------------------- FrameEncoder
 
 
+def _run(enc: FrameEncoder, images: torch.Tensor):
+    """Each image as a one-frame clip -> (student [N, D], teacher [N, D] | None)."""
+    out = enc(images.unsqueeze(1))
+    return out.frames[:, 0], (out.teacher[:, 0] if out.teacher is not None else None)
+
+
 def test_student_equals_clip_visual_and_teacher_at_init():
     clip, _ = _clip()
     enc = FrameEncoder(clip.visual, trainable_blocks=2, teacher=True)
     images = _images()
-    student, teacher = enc(images)
+    student, teacher = _run(enc, images)
     assert student.shape == (3, enc.embed_dim) == (3, 64)
     assert torch.equal(student, clip.visual(images))
     # teacher runs in eval mode / no_grad (another attention kernel): equal up to rounding
@@ -91,7 +97,7 @@ def test_student_equals_clip_visual_and_teacher_at_init():
 def test_no_teacher_by_default():
     clip, _ = _clip()
     enc = FrameEncoder(clip.visual)
-    student, teacher = enc(_images())
+    student, teacher = _run(enc, _images())
     assert teacher is None and enc.teacher is None
     assert student.requires_grad
 
@@ -127,7 +133,7 @@ def test_full_finetune_trains_every_visual_param(k):
     assert enc.full_finetune
     assert _trainable_names(enc) == {n for n, _ in clip.visual.named_parameters()}
     # the stem receives gradient too
-    student, _ = enc(_images())
+    student, _ = _run(enc, _images())
     student.sum().backward()
     assert clip.visual.conv1.weight.grad is not None
     assert clip.visual.transformer.resblocks[0].attn.in_proj_weight.grad is not None
@@ -136,7 +142,7 @@ def test_full_finetune_trains_every_visual_param(k):
 def test_partial_finetune_prefix_gets_no_gradient():
     clip, _ = _clip()
     enc = FrameEncoder(clip.visual, trainable_blocks=2)
-    student, _ = enc(_images())
+    student, _ = _run(enc, _images())
     student.sum().backward()
     assert clip.visual.conv1.weight.grad is None
     assert clip.visual.transformer.resblocks[1].attn.in_proj_weight.grad is None
@@ -162,13 +168,13 @@ def test_optimizer_step_changes_student_not_teacher(k):
     clip, _ = _clip()
     enc = FrameEncoder(clip.visual, trainable_blocks=k, teacher=True)
     images = _images()
-    student0, teacher0 = (t.detach().clone() for t in enc(images))
+    student0, teacher0 = (t.detach().clone() for t in _run(enc, images))
     opt = torch.optim.SGD([p for p in enc.parameters() if p.requires_grad], lr=0.5)
-    student, _ = enc(images)
+    student, _ = _run(enc, images)
     target = torch.randn(student.shape, generator=torch.Generator().manual_seed(5))
     (1 - F.cosine_similarity(student, target, dim=-1)).mean().backward()
     opt.step()
-    student1, teacher1 = enc(images)
+    student1, teacher1 = _run(enc, images)
     assert torch.equal(teacher1, teacher0)
     assert not torch.allclose(student1, student0, atol=1e-4)
 

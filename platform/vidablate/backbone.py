@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -72,30 +74,93 @@ def embed_dim_of(name: str) -> int | None:
     return int(cfg["embed_dim"]) if cfg and "embed_dim" in cfg else None
 
 
-class _Tail(nn.Module):
-    """The last blocks of a ViT plus its pooling head (ln_post, projection)."""
+class VideoBlock(nn.Module):
+    """One pretrained ViT block run on the T frames of each clip, with the papers' hook points.
 
-    def __init__(self, visual: nn.Module, blocks: nn.ModuleList) -> None:
+    Tokens are ``[B*T, L, W]`` with the frames of a clip adjacent (clip-major); ``num_frames`` is
+    T and ``grid`` the patch grid (gh, gw) so a hook can find the spatial layout
+    ``[CLS, gh*gw patches, extra tokens...]``. Every hook is optional and owned by one paper's
+    module (``vidablate.modules.*``); with no hooks this is exactly the pretrained block.
+
+    - ``pre(x, T, grid) -> x'``: rewrites the sequence before the block and may append tokens
+      that stay for later blocks (OmniCLIP SPG).
+    - ``message(x, T, grid) -> m [B*T, M, W]``: tokens appended for this block's attention only
+      and dropped before the MLP (X-CLIP cross-frame communication).
+    - ``attention(block, y, T, grid) -> a``: replaces the block's self-attention on the
+      LayerNormed sequence ``y`` (STDD space-time cross attention, which reuses ``block.attn``).
+    - ``adapter(x, T, grid) -> delta``: a residual branch (OmniCLIP PTA) placed by
+      ``adapter_mode``: ``parallel`` (input of the block -> added to its output),
+      ``cascade`` (output of the block -> added to it), ``attn_parallel`` (input of the block ->
+      added after the attention, before the MLP).
+    """
+
+    ADAPTER_MODES = ("parallel", "cascade", "attn_parallel")
+
+    def __init__(
+        self,
+        block: nn.Module,
+        pre: nn.Module | None = None,
+        message: nn.Module | None = None,
+        attention: nn.Module | None = None,
+        adapter: nn.Module | None = None,
+        adapter_mode: str = "parallel",
+    ) -> None:
         super().__init__()
-        self.blocks = blocks
-        self.visual = visual  # supplies _pool, ln_post and proj
+        if adapter_mode not in self.ADAPTER_MODES:
+            raise ValueError(f"adapter_mode must be one of {self.ADAPTER_MODES}, got {adapter_mode!r}")
+        self.block = block
+        self.pre, self.message, self.attention, self.adapter = pre, message, attention, adapter
+        self.adapter_mode = adapter_mode
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            tokens = block(tokens)
-        pooled, _ = self.visual._pool(tokens)
-        if self.visual.proj is not None:
-            pooled = pooled @ self.visual.proj
-        return pooled
+    @property
+    def hooked(self) -> bool:
+        return any(h is not None for h in (self.pre, self.message, self.attention, self.adapter))
+
+    def forward(self, x: torch.Tensor, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:
+        if not self.hooked:
+            return self.block(x)
+        blk = self.block
+        if self.pre is not None:
+            x = self.pre(x, num_frames, grid)
+        n = x.shape[1]
+        h = x if self.message is None else torch.cat([x, self.message(x, num_frames, grid)], 1)
+        y = blk.ln_1(h)
+        if self.attention is not None:
+            a = self.attention(blk, y, num_frames, grid)
+        else:
+            a = blk.attn(y, y, y, need_weights=False)[0]
+        out = x + blk.ls_1(a[:, :n])
+        if self.adapter is not None and self.adapter_mode == "attn_parallel":
+            out = out + self.adapter(x, num_frames, grid)
+        out = out + blk.ls_2(blk.mlp(blk.ln_2(out)))
+        if self.adapter is not None and self.adapter_mode == "parallel":
+            out = out + self.adapter(x, num_frames, grid)
+        elif self.adapter is not None and self.adapter_mode == "cascade":
+            out = out + self.adapter(out, num_frames, grid)
+        return out
+
+
+@dataclass
+class VisualOutput:
+    """What the video tower produces for a batch of clips."""
+
+    frames: torch.Tensor
+    """[B, T, D] per-frame embeddings (CLS after ln_post and the projection)."""
+    patches: torch.Tensor | None
+    """[B, T, P, D] patch tokens after ln_post and the projection (when requested)."""
+    teacher: torch.Tensor | None
+    """[B, T, D] frame embeddings of the frozen teacher (feature distillation)."""
 
 
 class FrameEncoder(nn.Module):
-    """CLIP image tower applied per frame, split at ``len(blocks) - trainable_blocks``.
+    """CLIP image tower run over the frames of a clip, split into a frozen prefix and a tail.
 
-    The prefix (patch embedding + first blocks) is frozen and runs without autograd; the tail is
-    fine-tuned (isclip §II-B: last two blocks and the final projection). The teacher of feature
-    distillation is a frozen copy of the tail only, fed with the shared prefix output, so the
-    frozen prefix is computed once for student and teacher.
+    ``hooks`` maps a block index to the keyword arguments of its ``VideoBlock`` (the papers'
+    modules). The prefix is every block before both the first hooked block and the first
+    fine-tuned block (``depth - trainable_blocks``, isclip §II-B: the last two blocks and the
+    final projection); it holds no trainable parameter and runs without autograd, so its
+    output is what a feature cache may store. The teacher of feature distillation is a frozen,
+    unhooked copy of the tail fed with the shared prefix output, i.e. the original CLIP.
     """
 
     def __init__(
@@ -104,16 +169,29 @@ class FrameEncoder(nn.Module):
         trainable_blocks: int = 2,
         train_proj: bool = True,
         teacher: bool = False,
+        hooks: dict[int, dict[str, Any]] | None = None,
+        return_patches: bool = False,
     ) -> None:
         super().__init__()
+        if getattr(visual, "attn_pool", None) is not None or visual.pool_type != "tok" \
+                or visual.final_ln_after_pool:
+            raise BackboneError("FrameEncoder needs a CLS-token ViT (open_clip pool_type='tok', "
+                                "no attentional pooling), like ViT-B-16")
         blocks = visual.transformer.resblocks
         depth = len(blocks)
-        self.split = max(depth - trainable_blocks, 0)
+        hooks = dict(hooks or {})
+        bad = [i for i in hooks if not 0 <= i < depth]
+        if bad:
+            raise ValueError(f"hooks on blocks {bad}, but the tower has blocks 0..{depth - 1}")
+        self.tune_from = max(depth - trainable_blocks, 0)
+        first_hooked = min((i for i, kw in hooks.items() if any(kw.values())), default=depth)
+        self.split = min(self.tune_from, first_hooked)
         self.full_finetune = trainable_blocks >= depth
+        self.return_patches = return_patches
         self.visual = visual
         for p in visual.parameters():
             p.requires_grad_(False)
-        for block in blocks[self.split:]:
+        for block in blocks[self.tune_from:]:
             for p in block.parameters():
                 p.requires_grad_(True)
         if self.full_finetune:
@@ -121,76 +199,192 @@ class FrameEncoder(nn.Module):
                 p.requires_grad_(True)
         if visual.proj is not None:
             visual.proj.requires_grad_(train_proj)
-        self.tail = _Tail(visual, nn.ModuleList(blocks[self.split:]))
-        self.teacher: _Tail | None = None
-        self.teacher_stem: nn.Module | None = None
+        self.blocks = nn.ModuleList(
+            VideoBlock(blocks[i], **hooks.get(i, {})) for i in range(self.split, depth))
+        self.teacher: nn.ModuleList | None = None
+        self.teacher_visual: nn.Module | None = None
         if teacher:
             frozen = copy.deepcopy(visual)
             frozen.requires_grad_(False)
             frozen.eval()
-            self.teacher = _Tail(frozen, nn.ModuleList(frozen.transformer.resblocks[self.split:]))
-            if self.full_finetune:
-                self.teacher_stem = frozen
-            else:
+            self.teacher = nn.ModuleList(frozen.transformer.resblocks[self.split:])
+            if not self.full_finetune:
                 frozen.transformer.resblocks = nn.ModuleList()  # only the tail is kept
                 for name in ("conv1", "ln_pre"):
                     setattr(frozen, name, nn.Identity())
+            self.teacher_visual = frozen
 
     @property
     def embed_dim(self) -> int:
         return int(self.visual.proj.shape[1]) if self.visual.proj is not None else int(
             self.visual.transformer.width)
 
+    @property
+    def grid(self) -> tuple[int, int]:
+        gh, gw = self.visual.grid_size
+        return int(gh), int(gw)
+
     def prefix(self, images: torch.Tensor) -> torch.Tensor:
-        """Tokens after the frozen blocks; [B*, L, W]."""
+        """Tokens after the frozen prefix blocks; images [B*T, 3, H, W] -> [B*T, L, W]."""
         with torch.set_grad_enabled(self.full_finetune and torch.is_grad_enabled()):
             tokens = self.visual._embeds(images)
             for block in self.visual.transformer.resblocks[: self.split]:
                 tokens = block(tokens)
         return tokens
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-image features [B*, D] of the student and (if built) the frozen teacher."""
-        tokens = self.prefix(images)
-        student = self.tail(tokens)
+    def _head(self, visual: nn.Module, tokens: torch.Tensor, patches: bool):
+        num_patches = self.grid[0] * self.grid[1]
+        x = visual.ln_post(tokens[:, : 1 + num_patches])
+        cls, tok = x[:, 0], (x[:, 1:] if patches else None)
+        if visual.proj is not None:
+            cls = cls @ visual.proj
+            tok = tok @ visual.proj if tok is not None else None
+        return cls, tok
+
+    def forward(self, video: torch.Tensor) -> VisualOutput:
+        """video [B, T, 3, H, W] -> VisualOutput."""
+        b, t = video.shape[:2]
+        tokens = self.prefix(video.flatten(0, 1))
+        x = tokens
+        for block in self.blocks:
+            x = block(x, t, self.grid)
+        cls, patches = self._head(self.visual, x, self.return_patches)
         teacher = None
         if self.teacher is not None:
             with torch.no_grad():
-                if self.teacher_stem is not None:
-                    teacher = self.teacher(self.teacher_stem._embeds(images))
-                else:
-                    teacher = self.teacher(tokens)
-        return student, teacher
+                y = self.teacher_visual._embeds(video.flatten(0, 1)) if self.full_finetune \
+                    else tokens
+                for block in self.teacher:
+                    y = block(y)
+                teacher = self._head(self.teacher_visual, y, False)[0].reshape(b, t, -1)
+        return VisualOutput(
+            frames=cls.reshape(b, t, -1),
+            patches=patches.reshape(b, t, *patches.shape[1:]) if patches is not None else None,
+            teacher=teacher,
+        )
 
     def train(self, mode: bool = True) -> FrameEncoder:
         super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
+        for frozen in (self.teacher_visual, self.teacher):
+            if frozen is not None:
+                frozen.eval()
         return self
 
 
 class TextEncoder(nn.Module):
-    """Frozen CLIP text tower (isclip §II-B: "all parameters frozen") with cached class features."""
+    """CLIP text tower with cached class features, prompt ensembling and learnable context.
 
-    def __init__(self, clip: nn.Module, tokenizer: object, template: str) -> None:
+    Frozen by default (isclip §II-B "all parameters frozen"; X-CLIP freezes it too), in which
+    case class features are computed once per class list and cached. ``templates`` holds one
+    or more hand-crafted prompts with ``{}`` for the class name; several are ensembled by
+    averaging their normalised features (X-CLIP Table 9 "ensemble"). ``encode_context`` runs
+    the tower on learnable context vectors in place of the first words of the prompt (CoOp
+    style; motionprompt MAP, X-CLIP Table 9 "learnable vectors").
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        tokenizer: object,
+        template: str | list[str] | tuple[str, ...],
+        trainable: bool = False,
+    ) -> None:
         super().__init__()
         self.clip = clip
         self.tokenizer = tokenizer
-        self.template = template
+        self.templates = [template] if isinstance(template, str) else list(template)
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise ValueError(f"every prompt template needs '{{}}' for the class name: "
+                             f"{self.templates}")
+        self.trainable = trainable
         for name, p in clip.named_parameters():
             if not name.startswith("visual."):
-                p.requires_grad_(False)
+                p.requires_grad_(trainable)
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
 
-    @torch.no_grad()
+    @property
+    def template(self) -> str:
+        return self.templates[0]
+
+    @property
+    def width(self) -> int:
+        return int(self.clip.token_embedding.weight.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.token_embedding.weight.device
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        """The text tower's own parameters (trainable only when ``trainable``)."""
+        return [p for n, p in self.clip.named_parameters() if not n.startswith("visual.")]
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts).to(self.device)
+
+    def encode_tokens(self, tokens: torch.Tensor, embeds: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """Unnormalised features [N, D] of token ids [N, L], optionally with token embeddings
+        ``embeds`` [N, L, W] replacing the looked-up ones (gradient flows into ``embeds``)."""
+        clip = self.clip
+        if embeds is None:
+            return clip.encode_text(tokens).float()
+        cast = clip.transformer.get_cast_dtype()
+        x = embeds.to(cast) + clip.positional_embedding.to(cast)
+        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask))
+        x = open_clip.transformer.text_global_pool(
+            x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+        if clip.text_projection is not None:
+            x = clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) \
+                else x @ clip.text_projection
+        return x.float()
+
+    def _encode(self, names: tuple[str, ...]) -> torch.Tensor:
+        feats = []
+        for template in self.templates:
+            f = self.encode_tokens(self.tokenize([template.format(n) for n in names]))
+            feats.append(f / f.norm(dim=-1, keepdim=True))
+        mean = torch.stack(feats).mean(dim=0)
+        return mean / mean.norm(dim=-1, keepdim=True)
+
     def forward(self, class_names: list[str] | tuple[str, ...]) -> torch.Tensor:
-        """L2-normalised text features [C, D] for the given class names."""
+        """L2-normalised text features [C, D], averaged over the templates."""
         key = tuple(class_names)
-        device = next(self.clip.token_embedding.parameters()).device
+        if self.trainable and torch.is_grad_enabled():
+            return self._encode(key)
         cached = self._cache.get(key)
-        if cached is None or cached.device != device:
-            tokens = self.tokenizer([self.template.format(n) for n in key]).to(device)
-            feats = self.clip.encode_text(tokens).float()
-            cached = feats / feats.norm(dim=-1, keepdim=True)
-            self._cache[key] = cached
+        if cached is None or cached.device != self.device or self.trainable:
+            with torch.no_grad():
+                cached = self._encode(key)
+            if not self.trainable:
+                self._cache[key] = cached
         return cached
+
+    def context_init(self, phrase: str, length: int) -> torch.Tensor:
+        """Token embeddings [length, W] of the first ``length`` tokens of ``phrase`` (after SOS),
+        to initialise learnable context from words (motionprompt §3.3)."""
+        tokens = self.tokenize([phrase])
+        with torch.no_grad():
+            emb = self.clip.token_embedding(tokens)[0, 1:1 + length].clone()
+        return emb
+
+    def encode_context(self, context: torch.Tensor, class_names: list[str] | tuple[str, ...]
+                       ) -> torch.Tensor:
+        """Features for "<ctx_1> ... <ctx_H> <class>." with learnable context.
+
+        context [H, W] (shared) or [B, H, W] (one per video) -> normalised [C, D] or [B, C, D].
+        The H placeholder tokens sit right after SOS, as in CoOp.
+        """
+        per_video = context.dim() == 3
+        ctx = context if per_video else context.unsqueeze(0)
+        n, h = ctx.shape[:2]
+        c = len(class_names)
+        tokens = self.tokenize([" ".join(["X"] * h) + f" {name}." for name in class_names])
+        with torch.no_grad():
+            base = self.clip.token_embedding(tokens)  # [C, L, W]
+        embeds = torch.cat([
+            base[None, :, :1].expand(n, c, 1, -1),
+            ctx[:, None].expand(n, c, h, -1).to(base.dtype),
+            base[None, :, 1 + h:].expand(n, c, -1, -1)], dim=2)
+        feats = self.encode_tokens(tokens.repeat(n, 1), embeds.flatten(0, 1)).view(n, c, -1)
+        feats = feats / feats.norm(dim=-1, keepdim=True)
+        return feats if per_video else feats[0]

@@ -61,6 +61,20 @@ class ModelConfig:
     """Fine-tune the last k visual blocks (isclip §II-B: "last two blocks")."""
     train_visual_proj: bool = True
     """Fine-tune the visual projection ("the last fully connected layer", isclip §II-B)."""
+    train_text: bool = False
+    """Fine-tune the CLIP text tower (X-CLIP Table 7); frozen (and cached) by default."""
+
+    # ----------------------------------------------------------------- X-CLIP (xclip §3)
+    # (section owned by modules/xclip.py; knob names start with cct_, mit_, vprompt_)
+
+    # ----------------------------------------------------- MotionPrompt (motionprompt §3)
+    # (section owned by modules/motionprompt.py; knob names start with mmb_, map_, mcb_)
+
+    # ------------------------------------------------------------------- STDD (stdd §3)
+    # (section owned by modules/stdd.py; knob names start with stca_, wsm_, mcm_, align_)
+
+    # ------------------------------------------------------------- OmniCLIP (omniclip §3)
+    # (section owned by modules/omniclip.py; knob names start with pta_, spg_, omni_)
 
     @property
     def uses_imu(self) -> bool:
@@ -101,6 +115,12 @@ class TrainConfig:
     """Adam learning rate for the CLIP visual encoder (isclip §III)."""
     lr_new: float = 1e-3
     """SGD learning rate for the new modules (isclip §III)."""
+    lr_text: float = 0.0
+    """Learning rate of the text tower when ``model.train_text``; 0 means ``lr_visual``."""
+    visual_optimizer: str = "adam"
+    """adam | adamw | sgd for the CLIP towers (isclip §III: Adam; X-CLIP §4.1: AdamW)."""
+    new_optimizer: str = "sgd"
+    """adam | adamw | sgd for the new modules (isclip §III: SGD; X-CLIP §4.1: AdamW)."""
     momentum: float = 0.9
     """SGD momentum for the new modules (isclip leaves it open)."""
     weight_decay: float = 0.0
@@ -157,6 +177,11 @@ class ExperimentConfig:
             if dim is not None and dim % m.sirm_heads:
                 raise ConfigError(f"model.sirm_heads={m.sirm_heads} must divide the embedding "
                                   f"width {dim} of model.backbone={m.backbone!r}")
+        _validate_stage_conflicts(m)
+        _validate_xclip(m, d)
+        _validate_motionprompt(m, d)
+        _validate_stdd(m, d)
+        _validate_omniclip(m, d)
         if "{}" not in m.prompt_template:
             raise ConfigError("model.prompt_template must contain '{}' for the class name")
         if d.dataset != "synthetic":
@@ -176,6 +201,10 @@ class ExperimentConfig:
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size", "eval_every"):
             if getattr(t, name) < 1:
                 raise ConfigError(f"trainer.{name} must be >= 1")
+        for name in ("visual_optimizer", "new_optimizer"):
+            if getattr(t, name) not in OPTIMIZERS:
+                raise ConfigError(f"trainer.{name} must be one of {OPTIMIZERS}, "
+                                  f"got {getattr(t, name)!r}")
         if t.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"trainer.lr_schedule must be constant|cosine, got {t.lr_schedule!r}")
         if t.num_workers < 0 or t.max_failures < 0:
@@ -202,6 +231,42 @@ class ExperimentConfig:
         built = {name: _build(kind, {} if raw.get(name) is None else raw[name], f"{where}.{name}")
                  for name, kind in sections.items()}
         return cls(**built)
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+POOL_TOGGLES = ("sgam", "mmb")
+"""Toggles that each replace the frame->video pool; at most one may be on."""
+HEAD_TOGGLES = ("align", "linear_head")
+"""Toggles that each replace the cosine head; at most one may be on."""
+TEXT_TOGGLES = ("map", "learnable_ctx")
+"""Toggles that each replace the hand-crafted text prompts; at most one may be on."""
+
+
+def _validate_stage_conflicts(m: ModelConfig) -> None:
+    """Modules that claim the same stage of the pipeline cannot be combined."""
+    for stage, names in (("frame->video pool", POOL_TOGGLES), ("head", HEAD_TOGGLES),
+                         ("text prompts", TEXT_TOGGLES)):
+        on = [n for n in names if getattr(m, n, False)]
+        if len(on) > 1:
+            raise ConfigError(
+                f"model.{' and model.'.join(on)} both replace the {stage}; turn one off")
+
+
+def _validate_xclip(m: ModelConfig, d: DataConfig) -> None:
+    """X-CLIP knobs (xclip §3)."""
+
+
+def _validate_motionprompt(m: ModelConfig, d: DataConfig) -> None:
+    """MotionPrompt knobs (motionprompt §3)."""
+
+
+def _validate_stdd(m: ModelConfig, d: DataConfig) -> None:
+    """STDD knobs (stdd §3)."""
+
+
+def _validate_omniclip(m: ModelConfig, d: DataConfig) -> None:
+    """OmniCLIP knobs (omniclip §3)."""
 
 
 def _build(kind: type, values: Any, where: str) -> Any:

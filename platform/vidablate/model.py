@@ -1,13 +1,29 @@
 """VideoCLIP: the one model that carries every module as a toggle, and its composer.
 
 ``build_model`` is the only place that reads a ModelConfig; modules get explicit kwargs.
-The frozen/trainable boundary is explicit: ``FrameEncoder`` owns the frozen prefix, and
-``param_groups`` names what trains and with which optimizer.
+
+The forward pass is a fixed pipeline of stages; each paper's modules plug into a stage:
+
+1. video tower (``FrameEncoder``): hooks inside the ViT blocks (X-CLIP CCT, STDD space-time
+   cross attention, OmniCLIP PTA and SPG) -> frame features [B, T, D] (+ patch tokens);
+2. frame refiners, in order, each ``(frames [B,T,D], ctx) -> frames`` (IS-CLIP SIRM, X-CLIP
+   MIT's transformer, OmniCLIP's temporal MHA);
+3. the pool, ``(frames, ctx) -> Pooled`` (frame mean, IS-CLIP SGAM, MotionPrompt MMB);
+4. the text side, ``(class_names, ctx) -> [C, D] | [B, C, D] | [C, K, D]`` (hand-crafted
+   templates, MotionPrompt MAP, learnable context), then text refiners
+   ``(text, ctx) -> text`` (X-CLIP video-specific prompt);
+5. cross-modal ``(text, video, ctx) -> (text, video)`` (MotionPrompt MCB);
+6. the head ``(video, text, ctx, logit_scale) -> logits [B, C]`` (cosine, STDD frame-prompt
+   alignment).
+
+``ctx`` is a ``StageContext`` carrying what later stages may read (IMU feature, patch tokens,
+per-frame features, motion cue). The frozen/trainable boundary is explicit: ``frozen_parts``
+names what never trains for the built configuration, and ``param_groups`` what does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -19,17 +35,100 @@ from .modules.isclip import SGAM, SIRM, IMUBranch, feature_distillation_loss
 
 
 @dataclass
+class StageContext:
+    """Per-batch values shared across stages (filled as the pipeline runs)."""
+
+    f_imu: torch.Tensor | None = None
+    """[B, D] IMU feature (IS-CLIP)."""
+    patches: torch.Tensor | None = None
+    """[B, T, P, D] projected patch tokens (X-CLIP video-specific prompt)."""
+    frames: torch.Tensor | None = None
+    """[B, T, D] frame features after the refiners (MCB, frame-prompt alignment)."""
+    motion: torch.Tensor | None = None
+    """[B, D] motion cue from the pool (MotionPrompt MMB -> MAP's motion adapter)."""
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Extra weighted loss terms a module adds (name -> scalar), summed into the loss."""
+
+
+@dataclass
+class Pooled:
+    video: torch.Tensor
+    """[B, D] video embedding."""
+    weights: torch.Tensor | None = None
+    """[B, T] frame weights when the pool learns them (SGAM)."""
+    motion: torch.Tensor | None = None
+    """[B, D] motion cue (MMB)."""
+
+
+@dataclass
 class VideoOutput:
     """What one forward pass produces (everything the losses and the analyses need)."""
 
     video: torch.Tensor  # [B, D] video embedding (not normalised)
-    frames: torch.Tensor  # [B, N, D] student frame features f_v (before SIRM)
+    frames: torch.Tensor  # [B, N, D] student frame features f_v (before any refiner)
     teacher: torch.Tensor | None  # [B, N, D] frozen teacher frame features f_v^t
     frame_weights: torch.Tensor | None  # [B, N] SGAM weights
+    ctx: StageContext = field(default_factory=StageContext)
+
+
+class MeanPool(nn.Module):
+    """CLIP-Mean: the average of the frame features (isclip §II-A; X-CLIP's "mean pooling")."""
+
+    def forward(self, frames: torch.Tensor, ctx: StageContext) -> Pooled:
+        return Pooled(frames.mean(dim=1))
+
+
+class SIRMRefiner(nn.Module):
+    """Stage adapter: SIRM refines the frames with f_IMU as query (isclip §II-C)."""
+
+    def __init__(self, sirm: SIRM) -> None:
+        super().__init__()
+        self.sirm = sirm
+
+    def forward(self, frames: torch.Tensor, ctx: StageContext) -> torch.Tensor:
+        return self.sirm(frames, ctx.f_imu)[0]
+
+
+class SGAMPool(nn.Module):
+    """Stage adapter: SGAM's IMU-guided weighted sum over frames (isclip §II-D)."""
+
+    def __init__(self, sgam: SGAM) -> None:
+        super().__init__()
+        self.sgam = sgam
+
+    def forward(self, frames: torch.Tensor, ctx: StageContext) -> Pooled:
+        video, weights = self.sgam(frames, ctx.f_imu)
+        return Pooled(video, weights=weights)
+
+
+class TemplatePrompts(nn.Module):
+    """Hand-crafted prompts (one template or an ensemble) through the text tower."""
+
+    def __init__(self, text: TextEncoder) -> None:
+        super().__init__()
+        self.text = text
+
+    def forward(self, class_names: list[str], ctx: StageContext) -> torch.Tensor:
+        return self.text(class_names)
+
+
+class CosineHead(nn.Module):
+    """Scaled cosine similarity (isclip Eq. 1); text may be shared [C, D] or per video
+    [B, C, D]."""
+
+    def forward(self, video: torch.Tensor, text: torch.Tensor, ctx: StageContext,
+                logit_scale: torch.Tensor) -> torch.Tensor:
+        video = F.normalize(video.float(), dim=-1)
+        text = F.normalize(text.float(), dim=-1)
+        if text.dim() == 2:
+            sims = video @ text.t()
+        else:
+            sims = torch.einsum("bd,bcd->bc", video, text)
+        return logit_scale.exp() * sims
 
 
 class VideoCLIP(nn.Module):
-    """Frame encoder -> (SIRM) -> (SGAM | mean over frames) -> cosine logits vs class texts."""
+    """Video tower -> frame refiners -> pool; text side -> text refiners; cross-modal; head."""
 
     def __init__(
         self,
@@ -40,48 +139,77 @@ class VideoCLIP(nn.Module):
         sirm: SIRM | None = None,
         sgam: SGAM | None = None,
         distill_weight: float = 1.0,
+        refiners: list[nn.Module] | None = None,
+        pool: nn.Module | None = None,
+        prompts: nn.Module | None = None,
+        text_refiners: list[nn.Module] | None = None,
+        cross_modal: nn.Module | None = None,
+        head: nn.Module | None = None,
+        train_logit_scale: bool = False,
     ) -> None:
         super().__init__()
         if (sirm is not None or sgam is not None) and imu is None:
             raise ValueError("SIRM/SGAM need an IMU branch")
+        if sgam is not None and pool is not None:
+            raise ValueError("SGAM is a pool; pass either sgam or pool, not both")
         self.frame_encoder = frames
         self.text = text
-        self.register_buffer("logit_scale", logit_scale.detach().clone().float())
+        scale = logit_scale.detach().clone().float()
+        if train_logit_scale:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
         self.imu, self.sirm, self.sgam = imu, sirm, sgam
         self.distill_weight = distill_weight
+        self.refiners = nn.ModuleList(([SIRMRefiner(sirm)] if sirm is not None else [])
+                                      + list(refiners or []))
+        self.pool = SGAMPool(sgam) if sgam is not None else (pool or MeanPool())
+        self.prompts = prompts or TemplatePrompts(text)
+        self.text_refiners = nn.ModuleList(text_refiners or [])
+        self.cross_modal = cross_modal
+        self.head = head or CosineHead()
 
     def encode_video(self, video: torch.Tensor, imu: torch.Tensor | None = None) -> VideoOutput:
-        """video [B, N, 3, H, W], imu [B, 6, L] -> VideoOutput."""
-        b, n = video.shape[:2]
-        student, teacher = self.frame_encoder(video.flatten(0, 1))
-        frames = student.reshape(b, n, -1)
-        teacher = teacher.reshape(b, n, -1) if teacher is not None else None
-        refined, weights = frames, None
+        """video [B, N, 3, H, W], imu [B, 6, L] -> VideoOutput (stages 1-3)."""
+        vis = self.frame_encoder(video)
+        ctx = StageContext(patches=vis.patches)
         if self.imu is not None:
             if imu is None:
                 raise ValueError("this model uses IMU (SIRM/SGAM on) but the batch has no 'imu'")
-            f_imu = self.imu(imu)
-            if self.sirm is not None:
-                refined, _ = self.sirm(frames, f_imu)
-            if self.sgam is not None:
-                pooled, weights = self.sgam(refined, f_imu)
-            else:
-                pooled = refined.mean(dim=1)
-        else:
-            pooled = refined.mean(dim=1)  # CLIP-Mean baseline (isclip §II-A)
-        return VideoOutput(pooled, frames, teacher, weights)
+            ctx.f_imu = self.imu(imu)
+        refined = vis.frames
+        for refiner in self.refiners:
+            refined = refiner(refined, ctx)
+        ctx.frames = refined
+        pooled = self.pool(refined, ctx)
+        ctx.motion = pooled.motion
+        return VideoOutput(pooled.video, vis.frames, vis.teacher, pooled.weights, ctx)
+
+    def encode_text(self, class_names: list[str], ctx: StageContext) -> torch.Tensor:
+        """Class text features (stage 4): [C, D], [B, C, D] or [C, K, D]."""
+        text = self.prompts(class_names, ctx)
+        for refiner in self.text_refiners:
+            text = refiner(text, ctx)
+        return text
+
+    def logits_of(self, out: VideoOutput, class_names: list[str]) -> torch.Tensor:
+        """Stages 4-6 for an encoded batch: logits [B, C]."""
+        text = self.encode_text(class_names, out.ctx)
+        video = out.video
+        if self.cross_modal is not None:
+            text, video = self.cross_modal(text, video, out.ctx)
+        return self.head(video, text, out.ctx, self.logit_scale)
 
     def logits(self, video: torch.Tensor, class_names: list[str]) -> torch.Tensor:
-        """Scaled cosine similarities [B, C] (isclip Eq. 1) against the given classes."""
-        text = self.text(class_names).to(video.dtype)
-        video = video / video.norm(dim=-1, keepdim=True)
-        return self.logit_scale.exp() * video @ text.t()
+        """Scaled cosine similarities [B, C] (isclip Eq. 1) of pooled videos [B, D] against the
+        class texts of the default (template) text side."""
+        return CosineHead()(video, self.text(class_names), StageContext(), self.logit_scale)
 
     def forward(
         self, video: torch.Tensor, imu: torch.Tensor | None, class_names: list[str]
     ) -> tuple[torch.Tensor, VideoOutput]:
         out = self.encode_video(video, imu)
-        return self.logits(out.video.float(), class_names), out
+        return self.logits_of(out, class_names), out
 
     def loss(
         self,
@@ -90,22 +218,43 @@ class VideoCLIP(nn.Module):
         target: torch.Tensor,
         label_smoothing: float = 0.0,
     ) -> dict[str, torch.Tensor]:
-        """L = L_CE + w * L_kd (isclip Eq. 5); returns the parts and the total."""
+        """L = L_CE + w * L_kd (isclip Eq. 5) + module terms; returns the parts and the total."""
         parts = {"ce": F.cross_entropy(logits, target, label_smoothing=label_smoothing)}
+        total = parts["ce"]
         if out.teacher is not None and self.distill_weight:
             parts["kd"] = feature_distillation_loss(out.teacher, out.frames)
-            parts["loss"] = parts["ce"] + self.distill_weight * parts["kd"]
-        else:
-            parts["loss"] = parts["ce"]
+            total = total + self.distill_weight * parts["kd"]
+        for name, value in out.ctx.aux.items():
+            parts[name] = value
+            total = total + value
+        parts["loss"] = total
         return parts
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters by optimizer group: the CLIP visual tower vs new modules
-        (isclip §III: Adam 1e-5 for CLIP visual, SGD 1e-3 for the others)."""
-        clip_ids = {id(p) for p in self.frame_encoder.parameters()}
-        visual = [p for p in self.frame_encoder.parameters() if p.requires_grad]
-        new = [p for p in self.parameters() if p.requires_grad and id(p) not in clip_ids]
-        return {"clip_visual": _unique(visual), "new": _unique(new)}
+        """Trainable parameters by optimizer group: the CLIP visual tower, the CLIP text tower
+        (only when it is fine-tuned) and the new modules (isclip §III: Adam 1e-5 for CLIP
+        visual, SGD 1e-3 for the others; X-CLIP: new modules at 10x the CLIP rate)."""
+        visual_tower = self.frame_encoder.visual
+        clip_ids = {id(p) for p in visual_tower.parameters()}
+        text_ids = {id(p) for p in self.text.text_parameters()}
+        visual = [p for p in visual_tower.parameters() if p.requires_grad]
+        text = [p for p in self.text.text_parameters() if p.requires_grad]
+        new = [p for p in self.parameters()
+               if p.requires_grad and id(p) not in clip_ids and id(p) not in text_ids]
+        groups = {"clip_visual": _unique(visual), "new": _unique(new)}
+        if text:
+            groups["clip_text"] = _unique(text)
+        return groups
+
+    def frozen_parts(self) -> dict[str, bool]:
+        """Which parts of the network never train for this configuration (a feature cache may
+        store their outputs): the visual prefix up to block ``frame_encoder.split``, the text
+        tower, the teacher."""
+        return {
+            f"visual_prefix[0:{self.frame_encoder.split}]": True,
+            "text_tower": not self.text.trainable,
+            "teacher": self.frame_encoder.teacher is not None,
+        }
 
 
 def _unique(params: list[nn.Parameter]) -> list[nn.Parameter]:
@@ -116,22 +265,95 @@ def _unique(params: list[nn.Parameter]) -> list[nn.Parameter]:
 def build_model(cfg: ModelConfig, num_frames: int) -> VideoCLIP:
     """The composer: map a ModelConfig to modules with explicit constructor arguments."""
     clip, tokenizer = load_clip(cfg.backbone, cfg.pretrained)
+    depth = len(clip.visual.transformer.resblocks)
+    width = int(clip.visual.transformer.width)
+    dim = int(clip.visual.proj.shape[1]) if clip.visual.proj is not None else width
+    parts = _Parts(dim=dim, width=width, depth=depth, num_frames=num_frames,
+                   heads=int(clip.visual.transformer.resblocks[0].attn.num_heads))
+    _isclip_parts(cfg, parts)
+    _xclip_parts(cfg, parts)
+    _motionprompt_parts(cfg, parts)
+    _stdd_parts(cfg, parts)
+    _omniclip_parts(cfg, parts)
     frames = FrameEncoder(
         clip.visual,
         trainable_blocks=cfg.trainable_blocks,
         train_proj=cfg.train_visual_proj,
         teacher=cfg.distill,
+        hooks=parts.hooks,
+        return_patches=parts.needs_patches,
     )
-    dim = frames.embed_dim
-    text = TextEncoder(clip, tokenizer, cfg.prompt_template)
-    imu = sirm = sgam = None
-    if cfg.uses_imu:
-        sensors = tuple(s for s, on in (("acc", cfg.imu_acc), ("gyro", cfg.imu_gyro)) if on)
-        imu = IMUBranch(dim, sensors, cfg.stft_n_fft, cfg.stft_hop, cfg.stft_window,
-                        cfg.imu_width)
-        if cfg.sirm:
-            sirm = SIRM(dim, cfg.sirm_heads)
-        if cfg.sgam:
-            sgam = SGAM(dim, num_frames, cfg.sgam_hidden)
-    return VideoCLIP(frames, text, clip.logit_scale, imu, sirm, sgam,
-                     cfg.distill_weight if cfg.distill else 0.0)
+    text = TextEncoder(clip, tokenizer, parts.templates or cfg.prompt_template,
+                       trainable=cfg.train_text)
+    prompts = parts.prompts(text) if parts.prompts is not None else None
+    return VideoCLIP(
+        frames, text, clip.logit_scale, parts.imu, parts.sirm, parts.sgam,
+        cfg.distill_weight if cfg.distill else 0.0,
+        refiners=parts.refiners, pool=parts.pool, prompts=prompts,
+        text_refiners=parts.text_refiners, cross_modal=parts.cross_modal, head=parts.head,
+    )
+
+
+@dataclass
+class _Parts:
+    """What the per-paper sections of the composer contribute."""
+
+    dim: int
+    width: int
+    depth: int
+    num_frames: int
+    heads: int
+    hooks: dict[int, dict] = field(default_factory=dict)
+    needs_patches: bool = False
+    imu: IMUBranch | None = None
+    sirm: SIRM | None = None
+    sgam: SGAM | None = None
+    refiners: list[nn.Module] = field(default_factory=list)
+    pool: nn.Module | None = None
+    prompts: object | None = None  # callable TextEncoder -> prompts module
+    templates: list[str] | None = None  # prompt ensemble replacing model.prompt_template
+    text_refiners: list[nn.Module] = field(default_factory=list)
+    cross_modal: nn.Module | None = None
+    head: nn.Module | None = None
+
+    def hook(self, block: int, kind: str, module: nn.Module, **extra) -> None:
+        """Attach ``module`` as the ``kind`` hook of ``block`` (one module per kind)."""
+        slot = self.hooks.setdefault(block, {})
+        if slot.get(kind) is not None:
+            raise ValueError(f"block {block} already has a {kind!r} hook")
+        slot[kind] = module
+        slot.update(extra)
+
+    def set_pool(self, pool: nn.Module, who: str) -> None:
+        if self.pool is not None or self.sgam is not None:
+            raise ValueError(f"{who} is a pool, and another pool is already on")
+        self.pool = pool
+
+
+def _isclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
+    """IS-CLIP (isclip §II): IMU branch, SIRM (refiner), SGAM (pool)."""
+    if not cfg.uses_imu:
+        return
+    sensors = tuple(s for s, on in (("acc", cfg.imu_acc), ("gyro", cfg.imu_gyro)) if on)
+    parts.imu = IMUBranch(parts.dim, sensors, cfg.stft_n_fft, cfg.stft_hop, cfg.stft_window,
+                          cfg.imu_width)
+    if cfg.sirm:
+        parts.sirm = SIRM(parts.dim, cfg.sirm_heads)
+    if cfg.sgam:
+        parts.sgam = SGAM(parts.dim, parts.num_frames, cfg.sgam_hidden)
+
+
+def _xclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
+    """X-CLIP (xclip §3): CCT hooks, MIT refiner, video-specific prompt text refiner."""
+
+
+def _motionprompt_parts(cfg: ModelConfig, parts: _Parts) -> None:
+    """MotionPrompt (motionprompt §3): MMB pool, MAP prompts, MCB cross-modal."""
+
+
+def _stdd_parts(cfg: ModelConfig, parts: _Parts) -> None:
+    """STDD (stdd §3): space-time cross attention hooks, frame-prompt alignment head."""
+
+
+def _omniclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
+    """OmniCLIP (omniclip §3): PTA adapter hooks, SPG pre-hook, temporal MHA refiner."""

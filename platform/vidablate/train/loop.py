@@ -35,15 +35,17 @@ def seed_everything(seed: int) -> None:
 def make_optimizers(
     model: VideoCLIP, cfg: TrainConfig
 ) -> tuple[dict[str, torch.optim.Optimizer], dict[str, Any]]:
-    """Adam for the CLIP visual tower, SGD for new modules (isclip §III), one schedule each."""
+    """One optimizer per parameter group (isclip §III default: Adam for the CLIP visual tower,
+    SGD for the new modules), one schedule each."""
     groups = model.param_groups()
     optimizers: dict[str, torch.optim.Optimizer] = {}
-    if groups["clip_visual"]:
-        optimizers["clip_visual"] = torch.optim.Adam(
-            groups["clip_visual"], lr=cfg.lr_visual, weight_decay=cfg.weight_decay)
-    if groups["new"]:
-        optimizers["new"] = torch.optim.SGD(
-            groups["new"], lr=cfg.lr_new, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    lr = {"clip_visual": cfg.lr_visual, "clip_text": cfg.lr_text or cfg.lr_visual,
+          "new": cfg.lr_new}
+    kind = {"clip_visual": cfg.visual_optimizer, "clip_text": cfg.visual_optimizer,
+            "new": cfg.new_optimizer}
+    for name, params in groups.items():
+        if params:
+            optimizers[name] = _optimizer(kind[name], params, lr[name], cfg)
     if not optimizers:
         raise ValueError("nothing to train: no trainable parameters for this configuration")
     if cfg.lr_schedule == "cosine":
@@ -54,6 +56,14 @@ def make_optimizers(
             return 1.0
     schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
     return optimizers, schedulers
+
+
+def _optimizer(kind: str, params: list, lr: float, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
