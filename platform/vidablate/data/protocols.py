@@ -1,4 +1,5 @@
-"""Evaluation protocols as data: the base-to-novel zero-shot split (isclip §III)."""
+"""Evaluation protocols as data: the base-to-novel zero-shot split (isclip §III) and the
+closed-set protocol (every class trained and tested)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ class ZeroShotData:
 
     train: Dataset
     test_base: Dataset
-    test_novel: Dataset
+    test_novel: Dataset | None
     base_names: list[str]
     novel_names: list[str]
+    """Empty for the closed-set protocol (then ``test_base`` holds every class)."""
 
     @property
     def num_base(self) -> int:
@@ -42,14 +44,17 @@ def synthetic_spec(cfg: DataConfig) -> SyntheticSpec:
 
 
 def build_zero_shot(cfg: DataConfig) -> ZeroShotData:
-    """The embedded default: synthetic video+IMU data under the base/novel protocol."""
+    """The embedded default: synthetic video+IMU data under ``cfg.protocol``."""
     spec = synthetic_spec(cfg)
-    base, novel = base_novel_classes(cfg.num_classes, cfg.base_classes)
+    if cfg.protocol == "closed_set":
+        base, novel = list(range(cfg.num_classes)), []
+    else:
+        base, novel = base_novel_classes(cfg.num_classes, cfg.base_classes)
     names = class_names(cfg.num_classes)
     return ZeroShotData(
         train=SyntheticVideoIMU(spec, "train", classes=base),
         test_base=SyntheticVideoIMU(spec, "test", classes=base),
-        test_novel=SyntheticVideoIMU(spec, "test", classes=novel),
+        test_novel=SyntheticVideoIMU(spec, "test", classes=novel) if novel else None,
         base_names=[names[i] for i in base],
         novel_names=[names[i] for i in novel],
     )

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,19 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ..config import ConfigError
+from ..config import ConfigError, dotted_to_nested, merge
 from ..report.table import TrialOutcome, build_table, to_markdown, write_report
 from ..train.loop import train_loop_per_worker
 from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
-from .tracking import MLflowTrialCallback, SweepTracker, resolve_tracking_uri
+from .tracking import (
+    HPOTrialCallback,
+    MLflowTrialCallback,
+    SweepTracker,
+    decode_hpo_config,
+    encode_hpo_key,
+    hpo_trial_key,
+    resolve_tracking_uri,
+)
 
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
 """The Tune trial only drives its TorchTrainer; the Train workers hold the CPUs/GPUs. Ray rejects
@@ -85,7 +94,18 @@ def _trial_name(trial: Any) -> str:
 
 def run_trial(config: dict[str, Any], trials: dict[str, dict[str, Any]], train_root: str) -> None:
     """The Tune function trainable: drive one TorchTrainer for one (row, seed)."""
-    spec = trials[config["trial"]]
+    _fit(config["trial"], trials[config["trial"]], train_root)
+
+
+def run_hpo_trial(config: dict[str, Any], common: dict[str, Any], train_root: str) -> None:
+    """The Tune function trainable of an HPO space: the Optuna-sampled values over the common
+    config, one TorchTrainer named after the trial's counter (stable across restores)."""
+    key = hpo_trial_key(tune.get_context().get_trial_id())
+    experiment = merge(common, dotted_to_nested(decode_hpo_config(config)))
+    _fit(key, {"experiment": experiment, "run_id": None}, train_root)
+
+
+def _fit(name: str, spec: dict[str, Any], train_root: str) -> None:
     t = spec["experiment"]["trainer"]
     resources = {"CPU": t["cpus_per_worker"]}
     if t["use_gpu"]:
@@ -96,7 +116,7 @@ def run_trial(config: dict[str, Any], trials: dict[str, dict[str, Any]], train_r
         scaling_config=ray.train.ScalingConfig(
             num_workers=t["num_workers"], use_gpu=t["use_gpu"], resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=config["trial"],
+            name=name,
             storage_path=train_root,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=t["max_failures"]),
@@ -155,20 +175,74 @@ def _init_ray(settings: SweepSettings) -> None:
     ray.init(address=address, **kwargs)
 
 
-def describe(space: Space, trials: list[TrialSpec]) -> str:
-    """Dry-run view: the trials a space expands to and their size."""
+def _train_clips(d: dict[str, Any]) -> int:
+    classes = d["num_classes"] if d["protocol"] == "closed_set" else d["base_classes"]
+    return d["train_per_class"] * classes
+
+
+def describe(space: Space, trials: list[TrialSpec], cost: bool = True) -> str:
+    """Dry-run view: the trials a space expands to and their estimated cost (training clip
+    passes; the model's trainable parameters and forward GFLOPs per view, measured by building
+    each distinct configuration on CPU)."""
+    if space.kind == "hpo":
+        t = trials[0]
+        clips = _train_clips(t.experiment["data"])
+        epochs = t.experiment["trainer"]["epochs"]
+        lines = [f"space {space.name}: Optuna TPE, {space.num_samples} trials maximising"
+                 if space.objective["mode"] == "max" else
+                 f"space {space.name}: Optuna TPE, {space.num_samples} trials minimising",
+                 f"  objective {space.objective['metric']}; seed {t.seed}"]
+        for key, dim in space.search.items():
+            lines.append(f"  {key:<28} {dim}")
+        lines.append(f"  total: {space.num_samples * epochs * clips} training clip passes "
+                     f"({space.num_samples} x {epochs} epochs x {clips} clips)")
+        return "\n".join(lines)
     lines = [f"space {space.name}: {len(space.rows)} rows x {len(trials) // len(space.rows)} "
              f"seeds = {len(trials)} trials"]
+    costs: dict[str, tuple[int, int, float]] = {}
     for t in trials:
         d, tr = t.experiment["data"], t.experiment["trainer"]
-        clips = d["train_per_class"] * d["base_classes"]
+        clips = _train_clips(d)
+        extra = ""
+        if cost:
+            blob = repr((t.experiment["model"], d["num_frames"], d["image_size"]))
+            if blob not in costs:
+                costs[blob] = model_cost(t.experiment)
+            total_p, train_p, gflops = costs[blob]
+            extra = (f", {train_p / 1e6:.2f}M/{total_p / 1e6:.2f}M trainable params, "
+                     f"{gflops:.3f} GFLOPs/view")
+        toggles = ", ".join(f"{k}={v}" for k, v in t.params.items() if k not in ("seed", "row"))
         lines.append(f"  {t.key:<24} {tr['epochs']} epochs x {clips} clips, "
-                     f"{max(tr['num_workers'], 1)} worker(s), "
-                     f"toggles {{{', '.join(f'{k}={v}' for k, v in t.params.items() if k not in ('seed', 'row'))}}}")
-    total = sum(t.experiment["trainer"]["epochs"] * t.experiment["data"]["train_per_class"]
-                * t.experiment["data"]["base_classes"] for t in trials)
+                     f"{max(tr['num_workers'], 1)} worker(s){extra}, toggles {{{toggles}}}")
+    total = sum(t.experiment["trainer"]["epochs"] * _train_clips(t.experiment["data"])
+                for t in trials)
     lines.append(f"  total: {total} training clip passes")
     return "\n".join(lines)
+
+
+def model_cost(experiment: dict[str, Any]) -> tuple[int, int, float]:
+    """(total params, trainable params, forward GFLOPs of one view) of a trial's model, built
+    on CPU with random weights and measured with torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..config import ExperimentConfig
+    from ..data.synthetic import class_names
+    from ..model import build_model
+
+    cfg = ExperimentConfig.from_dict(experiment)
+    model_cfg = dataclasses_replace(cfg.model, pretrained=None)
+    model = build_model(model_cfg, cfg.data.num_frames).eval()
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for group in model.param_groups().values() for p in group)
+    size = model.frame_encoder.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    video = torch.zeros(1, cfg.data.num_frames, 3, int(size), int(size))
+    imu = torch.zeros(1, 6, cfg.data.num_frames * cfg.data.imu_rate)
+    names = class_names(min(cfg.data.num_classes, 32))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(video, imu, names)
+    return total, trainable, counter.get_total_flops() / 1e9
 
 
 def run_sweep(
@@ -195,10 +269,12 @@ def run_sweep(
     tracker = SweepTracker(tracking_uri, experiment_name)
     parent_id, created = tracker.parent_run(sid, {
         "space": space.name, "space_file": str(space.path), "trials": len(trials),
-        "seeds": [t.seed for t in trials if t.row == space.rows[0].name],
+        "seeds": sorted({t.seed for t in trials}),
     })
-    run_ids = {t.key: tracker.child_run(sid, parent_id, t) for t in trials}
     storage = _storage(settings)
+    if space.kind == "hpo":
+        return _run_hpo(space, trials[0], sid, tracker, parent_id, created, storage, settings)
+    run_ids = {t.key: tracker.child_run(sid, parent_id, t) for t in trials}
     print(f"sweep {sid}: {len(trials)} trials; storage {storage}/{sid}; "
           f"MLflow {tracking_uri} (experiment {experiment_name!r}, parent run {parent_id}"
           f"{'' if created else ', resumed'})", flush=True)
@@ -272,3 +348,121 @@ def run_sweep(
           f"browse: {ui}", flush=True)
     return SweepReport(sid, parent_id, tracking_uri, experiment_name, markdown, files,
                        ordered, trials)
+
+
+def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, parent_id: str,
+             created: bool, storage: str, settings: SweepSettings) -> SweepReport:
+    """Optuna TPE through Ray Tune's OptunaSearch: ``num_samples`` trials, each one
+    TorchTrainer; a restarted driver restores the searcher and the unfinished trials."""
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    metric, mode = space.objective["metric"], space.objective["mode"]
+    epochs = int(template.experiment["trainer"]["epochs"])
+    print(f"sweep {sid}: Optuna TPE, {space.num_samples} trials on {metric} ({mode}); storage "
+          f"{storage}/{sid}; MLflow {tracker.tracking_uri} (experiment "
+          f"{tracker.experiment!r}, parent run {parent_id}{'' if created else ', resumed'})",
+          flush=True)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_hpo_trial, common=template.experiment,
+                             train_root=f"{storage}/{sid}-train"),
+        TRIAL_DRIVER_RESOURCES)
+    callback = HPOTrialCallback(tracker.tracking_uri, tracker.experiment, sid, parent_id,
+                                template.experiment, template.seed, epochs, space.num_samples)
+    exp_path = f"{storage}/{sid}"
+    started = time.time()
+    if settings.resume and tune.Tuner.can_restore(exp_path):
+        print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
+    else:
+        searcher = OptunaSearch(metric=metric, mode=mode,
+                                sampler=TPESampler(seed=template.seed))
+        tuner = tune.Tuner(
+            trainable,
+            param_space={encode_hpo_key(k): _distribution(d) for k, d in space.search.items()},
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, num_samples=space.num_samples,
+                max_concurrent_trials=_concurrency([template], settings),
+                trial_name_creator=lambda t: hpo_trial_key(t.trial_id),
+                trial_dirname_creator=lambda t: hpo_trial_key(t.trial_id),
+            ),
+            run_config=tune.RunConfig(
+                name=sid, storage_path=storage, verbose=0, callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=settings.max_trial_failures),
+            ),
+        )
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        metrics = {k: float(v) for k, v in (result.metrics or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        trial_id = (result.metrics or {}).get("trial_id")
+        key = hpo_trial_key(trial_id) if trial_id else Path(result.path).name
+        rows.append((key, decode_hpo_config(result.config or {}), metrics,
+                     "ok" if result.error is None and metrics.get("epoch") == epochs else "failed"))
+    rows.sort(key=lambda r: r[0])
+    markdown, csv = hpo_table(space, rows)
+    report_dir = Path(settings.report_dir or (
+        f"{storage}/{sid}-report" if "://" not in storage else f"{sid}-report"))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    files = {"md": report_dir / "hpo.md", "csv": report_dir / "hpo.csv"}
+    files["md"].write_text(markdown + "\n")
+    files["csv"].write_text(csv)
+    for path in files.values():
+        tracker.client.log_artifact(parent_id, str(path), artifact_path="table")
+    ok = [r for r in rows if r[3] == "ok" and metric in r[2]]
+    if ok:
+        best = (max if mode == "max" else min)(ok, key=lambda r: r[2][metric])
+        tracker.client.set_tag(parent_id, "vidablate.best_trial", best[0])
+        tracker.client.log_metric(parent_id, f"best_{metric}", best[2][metric])
+        for k, v in best[1].items():
+            tracker.client.set_tag(parent_id, f"vidablate.best.{k}", str(v))
+    failed = [r for r in rows if r[3] != "ok"]
+    tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
+    tracker.client.set_terminated(parent_id, "FAILED" if failed or not ok else "FINISHED")
+    print(f"\n{markdown}\n", flush=True)
+    store = tracker.tracking_uri
+    ui = (f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite")
+          else f"open {store}")
+    print(f"sweep {sid} done in {math.ceil(time.time() - started)} s; best "
+          f"{best[0] + ' ' + metric + '=' + format(best[2][metric], '.2f') if ok else 'none'}\n"
+          f"MLflow: experiment {tracker.experiment!r}, parent run {parent_id}\nbrowse: {ui}",
+          flush=True)
+    outcomes = [TrialOutcome(key, template.seed, metrics, status)
+                for key, _, metrics, status in rows]
+    return SweepReport(sid, parent_id, tracker.tracking_uri, tracker.experiment, markdown,
+                       files, outcomes, [template])
+
+
+def _distribution(dim: dict[str, Any]) -> Any:
+    if dim["type"] == "loguniform":
+        return tune.loguniform(float(dim["low"]), float(dim["high"]))
+    if dim["type"] == "uniform":
+        return tune.uniform(float(dim["low"]), float(dim["high"]))
+    if dim["type"] == "int":
+        return tune.randint(int(dim["low"]), int(dim["high"]) + 1)  # inclusive bounds
+    return tune.choice(list(dim["values"]))
+
+
+def hpo_table(space: Space, rows: list[tuple[str, dict[str, Any], dict[str, float], str]]
+              ) -> tuple[str, str]:
+    """Markdown and CSV of an HPO sweep: one line per trial, its sampled values and metrics."""
+    keys = list(space.search)
+    metrics = list(space.metrics)
+    head = ["trial", *keys, *[space.metrics[m] for m in metrics], "status"]
+    md = [f"**{space.title or space.name}**: Optuna TPE, objective "
+          f"{space.objective['metric']} ({space.objective['mode']})", "",
+          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    csv = [",".join(["trial", *keys, *metrics, "status"])]
+    for key, values, result, status in rows:
+        vals = [_fmt_value(values.get(k)) for k in keys]
+        mets = [f"{result[m]:.1f}" if m in result else "" for m in metrics]
+        md.append("| " + " | ".join([key, *vals, *mets, status]) + " |")
+        csv.append(",".join([key, *vals, *mets, status]))
+    return "\n".join(md), "\n".join(csv) + "\n"
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)

@@ -18,8 +18,13 @@ import yaml
 
 from ..config import ConfigError, ExperimentConfig, dotted_to_nested, merge
 
-_TOP_KEYS = {"name", "paper", "title", "source", "metrics", "fixed", "seeds", "rows", "notes"}
-_ROW_KEYS = {"name", "label", "toggles", "paper"}
+_TOP_KEYS = {"name", "paper", "title", "source", "metrics", "fixed", "seeds", "rows", "notes",
+             "kind", "objective", "num_samples", "sampler", "search"}
+_ROW_KEYS = {"name", "label", "toggles", "paper", "paper_all"}
+KINDS = ("table", "hpo")
+DISTRIBUTIONS = {"loguniform": ("low", "high"), "uniform": ("low", "high"),
+                 "int": ("low", "high"), "categorical": ("values",)}
+"""Search dimensions of an HPO space: type -> required keys."""
 
 
 class SpaceError(ConfigError):
@@ -34,6 +39,8 @@ class Row:
     label: str
     toggles: dict[str, Any]
     paper: dict[str, float]
+    paper_all: dict[str, Any] = field(default_factory=dict)
+    """Every number the paper gives for this row (dataset -> metric -> value), for the record."""
 
 
 @dataclass
@@ -49,6 +56,15 @@ class Space:
     rows: list[Row]
     path: Path
     notes: str = ""
+    kind: str = "table"
+    """``table``: a grid of rows x seeds. ``hpo``: Optuna (TPE) samples ``search``."""
+    objective: dict[str, str] = field(default_factory=dict)
+    """HPO: ``{"metric": "hm", "mode": "max"}``."""
+    num_samples: int = 0
+    """HPO: trials to sample."""
+    sampler: str = "tpe"
+    search: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """HPO: dotted config key -> distribution (see ``DISTRIBUTIONS``)."""
 
 
 @dataclass
@@ -97,14 +113,21 @@ def load_space(name_or_path: str | Path) -> Space:
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise SpaceError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
-    for key in ("name", "rows", "metrics"):
+    for key in ("name", "metrics"):
         if key not in raw:
             raise SpaceError(f"{path}: missing required key {key!r}")
     metrics = raw["metrics"]
     if not isinstance(metrics, dict) or not metrics:
         raise SpaceError(f"{path}: 'metrics' must map metric keys to column labels")
+    kind = str(raw.get("kind", "table"))
+    if kind not in KINDS:
+        raise SpaceError(f"{path}: kind must be one of {KINDS}, got {kind!r}")
+    required = ("rows",) if kind == "table" else ("objective", "num_samples", "search")
+    for key in required:
+        if key not in raw:
+            raise SpaceError(f"{path}: a {kind} space needs {key!r}")
     rows = []
-    for i, r in enumerate(raw["rows"] or []):
+    for i, r in enumerate(raw.get("rows") or []):
         where = f"{path}: rows[{i}]"
         if not isinstance(r, dict) or "name" not in r:
             raise SpaceError(f"{where}: each row needs a 'name'")
@@ -116,23 +139,78 @@ def load_space(name_or_path: str | Path) -> Space:
         if stray:
             raise SpaceError(f"{where} ({r['name']}): paper values for unknown metric(s) "
                              f"{sorted(stray)}; metrics are {sorted(metrics)}")
+        if not isinstance(r.get("paper_all") or {}, dict):
+            raise SpaceError(f"{where} ({r['name']}): paper_all must be a mapping")
         rows.append(Row(str(r["name"]), str(r.get("label", r["name"])),
                         dict(r.get("toggles") or {}),
-                        {k: float(v) for k, v in paper.items()}))
-    if not rows:
+                        {k: float(v) for k, v in paper.items()},
+                        dict(r.get("paper_all") or {})))
+    if kind == "table" and not rows:
         raise SpaceError(f"{path}: 'rows' is empty")
+    if kind == "hpo" and rows:
+        raise SpaceError(f"{path}: an hpo space samples 'search' and has no 'rows'")
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
         raise SpaceError(f"{path}: row names must be unique, got {names}")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise SpaceError(f"{path}: 'seeds' must be a non-empty list of integers")
+    objective, search, num_samples = {}, {}, 0
+    if kind == "hpo":
+        objective = dict(raw["objective"] or {})
+        if objective.get("metric") not in metrics or objective.get("mode") not in ("min", "max"):
+            raise SpaceError(f"{path}: objective needs metric (one of {sorted(metrics)}) and "
+                             f"mode (min|max), got {objective}")
+        num_samples = raw["num_samples"]
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise SpaceError(f"{path}: num_samples must be a positive integer")
+        if raw.get("sampler", "tpe") != "tpe":
+            raise SpaceError(f"{path}: sampler must be 'tpe' (Optuna TPE via Ray Tune)")
+        search = dict(raw["search"] or {})
+        if not search:
+            raise SpaceError(f"{path}: 'search' is empty")
+        for key, dim in search.items():
+            _check_dimension(path, key, dim)
     return Space(
         name=str(raw["name"]), paper=str(raw.get("paper", "")), title=str(raw.get("title", "")),
         source=str(raw.get("source", "")), metrics={str(k): str(v) for k, v in metrics.items()},
         fixed=dict(raw.get("fixed") or {}), seeds=list(seeds), rows=rows, path=path,
-        notes=str(raw.get("notes", "")),
+        notes=str(raw.get("notes", "")), kind=kind, objective=objective,
+        num_samples=num_samples, search=search,
     )
+
+
+def _check_dimension(path: Path, key: str, dim: Any) -> None:
+    where = f"{path}: search[{key!r}]"
+    if not isinstance(dim, dict) or dim.get("type") not in DISTRIBUTIONS:
+        raise SpaceError(f"{where} must be a mapping with type one of {sorted(DISTRIBUTIONS)}")
+    need = DISTRIBUTIONS[dim["type"]]
+    extra = set(dim) - {"type", *need}
+    missing = [k for k in need if k not in dim]
+    if missing or extra:
+        raise SpaceError(f"{where}: type {dim['type']} takes {list(need)}; "
+                         f"missing {missing}, unknown {sorted(extra)}")
+    if dim["type"] == "categorical":
+        if not isinstance(dim["values"], list) or not dim["values"]:
+            raise SpaceError(f"{where}: values must be a non-empty list")
+    else:
+        low, high = dim["low"], dim["high"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) \
+                or low >= high:
+            raise SpaceError(f"{where}: need numbers low < high, got {low!r}, {high!r}")
+        if dim["type"] == "loguniform" and low <= 0:
+            raise SpaceError(f"{where}: loguniform needs low > 0")
+        if dim["type"] == "int" and not (isinstance(low, int) and isinstance(high, int)):
+            raise SpaceError(f"{where}: int bounds must be integers")
+
+
+def dimension_values(dim: dict[str, Any]) -> list[Any]:
+    """The values of a search dimension that pre-flight validation tries (bounds or choices)."""
+    if dim["type"] == "categorical":
+        return list(dim["values"])
+    if dim["type"] == "int":
+        return [int(dim["low"]), int(dim["high"])]
+    return [float(dim["low"]), float(dim["high"])]
 
 
 def select_rows(space: Space, names: list[str]) -> Space:
@@ -157,19 +235,41 @@ def expand(
     """
     trials = []
     common = merge(merge(base or {}, dotted_to_nested(space.fixed)), overrides or {})
+    if space.kind == "hpo":
+        return _probe_hpo(space, common, seeds)
     for row in space.rows:
         for seed in seeds or space.seeds:
             exp = merge(merge(common, dotted_to_nested(row.toggles)), {"trainer": {"seed": seed}})
             where = f"{space.path}: row {row.name!r}"
-            try:
-                cfg = ExperimentConfig.from_dict(exp, where=where).validate()
-            except ConfigError as err:
-                msg = str(err)
-                raise SpaceError(msg if msg.startswith(str(space.path)) else f"{where}: {msg}") \
-                    from err
+            cfg = _validated(space, exp, where)
             key = f"{row.name}-s{seed}"
             params = {**{k: v for k, v in row.toggles.items()}, "seed": seed, "row": row.name}
             trials.append(TrialSpec(key, row.name, seed, cfg.to_dict(), params))
+    return trials
+
+
+def _validated(space: Space, exp: dict[str, Any], where: str) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.from_dict(exp, where=where).validate()
+    except ConfigError as err:
+        msg = str(err)
+        raise SpaceError(msg if msg.startswith(str(space.path)) else f"{where}: {msg}") from err
+
+
+def _probe_hpo(space: Space, common: dict[str, Any], seeds: list[int] | None
+               ) -> list[TrialSpec]:
+    """HPO spaces: validate every bound / choice of every dimension (others at their first
+    value) before launch; returns one template trial per seed holding the common config."""
+    first = {k: dimension_values(d)[0] for k, d in space.search.items()}
+    for key, dim in space.search.items():
+        for value in dimension_values(dim):
+            exp = merge(common, dotted_to_nested({**first, key: value}))
+            _validated(space, exp, f"{space.path}: search[{key!r}]={value!r}")
+    trials = []
+    for seed in seeds or space.seeds:
+        exp = merge(merge(common, dotted_to_nested(first)), {"trainer": {"seed": seed}})
+        cfg = _validated(space, exp, f"{space.path}")  # sampled keys are overwritten per trial
+        trials.append(TrialSpec(f"hpo-s{seed}", "hpo", seed, cfg.to_dict(), {"seed": seed}))
     return trials
 
 
@@ -179,5 +279,7 @@ def sweep_id(space: Space, trials: list[TrialSpec]) -> str:
     The same command gives the same id (so a re-run resumes); any change of config gives a new
     one (so results of different settings never mix).
     """
-    blob = json.dumps([[t.key, t.experiment] for t in trials], sort_keys=True, default=str)
+    blob = json.dumps([[t.key, t.experiment] for t in trials]
+                      + ([space.search, space.objective, space.num_samples]
+                         if space.kind == "hpo" else []), sort_keys=True, default=str)
     return f"{space.name}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"

@@ -19,7 +19,8 @@ from .space import TrialSpec
 SWEEP_TAG = "vidablate.sweep_id"
 TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
-TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm")
+TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm", "top1",
+                   "top5")
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -56,6 +57,7 @@ class SweepTracker:
 
     def __init__(self, tracking_uri: str, experiment: str) -> None:
         self.tracking_uri = tracking_uri
+        self.experiment = experiment
         self.client = MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
@@ -111,6 +113,7 @@ class MLflowTrialCallback(Callback):
         self.run_ids = run_ids
         self.epochs = epochs
         self.printer = printer
+        self.num_trials = 0
         self._client: MlflowClient | None = None
         self._started = time.time()
 
@@ -125,8 +128,11 @@ class MLflowTrialCallback(Callback):
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
+    def _key(self, trial: Any) -> str:
+        return str(trial.config.get("trial"))
+
     def _run(self, trial: Any) -> str | None:
-        return self.run_ids.get(trial.config.get("trial"))
+        return self.run_ids.get(self._key(trial))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run(trial)
@@ -143,14 +149,15 @@ class MLflowTrialCallback(Callback):
         if run_id and metrics:
             self.client.log_batch(run_id, metrics=metrics)
         if self.printer:
-            key = trial.config.get("trial")
-            total = self.epochs.get(key, "?")
+            key = self._key(trial)
+            total = self.epochs.get(key, self.epochs.get("*", "?"))
             done = sum(t.status == "TERMINATED" for t in trials)
             parts = [f"{name} {result[k]:5.1f}" for k, name in
-                     (("base_acc", "base"), ("novel_acc", "novel"), ("hm", "hm")) if k in result]
+                     (("base_acc", "base"), ("novel_acc", "novel"), ("hm", "hm"),
+                      ("top1", "top1")) if k in result]
             print(f"[{time.time() - self._started:6.0f}s] {key:<24} epoch {step}/{total}  "
                   f"loss {result.get('train_loss', float('nan')):.3f}  {'  '.join(parts)}   "
-                  f"({done}/{len(self.epochs)} trials done)", flush=True)
+                  f"({done}/{self.num_trials or len(self.epochs)} trials done)", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run(trial)
@@ -161,3 +168,44 @@ class MLflowTrialCallback(Callback):
         run_id = self._run(trial)
         if run_id:
             self.client.set_terminated(run_id, "FAILED")
+
+
+class HPOTrialCallback(MLflowTrialCallback):
+    """MLflow logging for Optuna-sampled trials: the child run of a trial is created (or found
+    again by its tag after a restore) when the trial starts, with the sampled values as params.
+    Trial keys come from Tune's trial ids, stable across restores."""
+
+    def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, parent_id: str,
+                 common: dict[str, Any], seed: int, epochs: int, num_trials: int) -> None:
+        super().__init__(tracking_uri, {}, {"*": epochs})
+        self.experiment, self.sweep_id, self.parent_id = experiment, sweep_id, parent_id
+        self.common, self.seed, self.num_trials = common, seed, num_trials
+
+    def _key(self, trial: Any) -> str:
+        return hpo_trial_key(trial.trial_id)
+
+    def _run(self, trial: Any) -> str | None:
+        key = self._key(trial)
+        if key not in self.run_ids:
+            from ..config import dotted_to_nested, merge
+
+            sampled = decode_hpo_config(trial.config)
+            spec = TrialSpec(key, "hpo", self.seed,
+                             merge(self.common, dotted_to_nested(sampled)), sampled)
+            tracker = SweepTracker(self.tracking_uri, self.experiment)
+            self.run_ids[key] = tracker.child_run(self.sweep_id, self.parent_id, spec)
+        return self.run_ids[key]
+
+
+def hpo_trial_key(trial_id: str) -> str:
+    """``hpo-<Tune trial id>``: Tune keeps a trial's id when an experiment is restored."""
+    return f"hpo-{trial_id}"
+
+
+def encode_hpo_key(dotted: str) -> str:
+    """Tune config keys must not contain dots or slashes (Tune flattens with '/')."""
+    return dotted.replace(".", "__")
+
+
+def decode_hpo_config(config: dict[str, Any]) -> dict[str, Any]:
+    return {k.replace("__", "."): v for k, v in config.items()}

@@ -88,20 +88,37 @@ def evaluate(
     rank: int = 0,
     world: int = 1,
     autocast: bool = False,
-) -> float:
-    """Top-1 accuracy (%) over ``names`` only; each rank scores a disjoint shard (no padding)."""
+) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (%) over ``names`` only; each rank scores a disjoint shard (no
+    padding)."""
     model.eval()
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
-    counts = torch.zeros(2, dtype=torch.float64, device=device)
+    counts = torch.zeros(3, dtype=torch.float64, device=device)
+    k = min(5, len(names))
     for batch in DataLoader(shard, batch_size=batch_size):
         batch = _to(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits, _ = model(batch["video"], batch.get("imu"), names)
-        pred = logits.argmax(dim=-1)
-        counts[0] += (pred == batch["label"] - label_offset).sum()
-        counts[1] += pred.numel()
-    correct, total = _all_reduce(counts).tolist()
-    return 100.0 * correct / max(total, 1.0)
+        target = batch["label"] - label_offset
+        topk = logits.float().topk(k, dim=-1).indices
+        counts[0] += (topk[:, 0] == target).sum()
+        counts[1] += (topk == target[:, None]).any(dim=-1).sum()
+        counts[2] += target.numel()
+    top1, top5, total = _all_reduce(counts).tolist()
+    return 100.0 * top1 / max(total, 1.0), 100.0 * top5 / max(total, 1.0)
+
+
+def evaluate_protocol(model: VideoCLIP, data: Any, cfg: ExperimentConfig, device: torch.device,
+                      rank: int, world: int, autocast: bool) -> dict[str, float]:
+    """The protocol's metrics: base_acc, novel_acc, hm (base/novel) or top1, top5 (closed set)."""
+    bs = cfg.trainer.eval_batch_size
+    base, base5 = evaluate(model, data.test_base, data.base_names, 0, bs, device, rank, world,
+                           autocast)
+    if data.test_novel is None:
+        return {"top1": base, "top5": base5}
+    novel, _ = evaluate(model, data.test_novel, data.novel_names, data.num_base, bs, device,
+                        rank, world, autocast)
+    return {"base_acc": base, "novel_acc": novel, "hm": harmonic_mean(base, novel)}
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -118,6 +135,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg.trainer.seed)  # identical init on every rank; data order from sampler
     data = build_zero_shot(cfg.data)
     model = build_model(cfg.model, cfg.data.num_frames).to(device)
+    if cfg.trainer.epochs == 0:  # zero-shot: evaluate the initial model, train nothing
+        metrics = {"epoch": 0, "world_size": world}
+        metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast))
+        ray.train.report(metrics)
+        return
     optimizers, schedulers = make_optimizers(model, cfg.trainer)
     history: list[dict[str, float]] = []
     start_epoch = 0
@@ -165,11 +187,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         }
         last = epoch + 1 == cfg.trainer.epochs
         if last or (epoch + 1) % cfg.trainer.eval_every == 0:
-            base = evaluate(model, data.test_base, data.base_names, 0,
-                            cfg.trainer.eval_batch_size, device, rank, world, autocast)
-            novel = evaluate(model, data.test_novel, data.novel_names, data.num_base,
-                             cfg.trainer.eval_batch_size, device, rank, world, autocast)
-            metrics.update(base_acc=base, novel_acc=novel, hm=harmonic_mean(base, novel))
+            metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast))
         history.append({**metrics, "finished_at": time.time()})
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as tmp:
