@@ -166,7 +166,7 @@ def test_validate_rejects_stft_longer_than_imu_clip_only_with_imu_module():
         ("model", {"trainable_blocks": -1}, "model.trainable_blocks"),
         ("model", {"prompt_template": "a video"}, "model.prompt_template"),
         ("data", {"dataset": "ego4d"}, "data.dataset"),
-        ("trainer", {"epochs": 0}, "trainer.epochs"),
+        ("trainer", {"epochs": -1}, "trainer.epochs"),
         ("trainer", {"lr_schedule": "step"}, "trainer.lr_schedule"),
         ("trainer", {"num_workers": -1}, "trainer.num_workers"),
     ],

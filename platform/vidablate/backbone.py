@@ -88,6 +88,9 @@ class VideoBlock(nn.Module):
       and dropped before the MLP (X-CLIP cross-frame communication).
     - ``attention(block, y, T, grid) -> a``: replaces the block's self-attention on the
       LayerNormed sequence ``y`` (STDD space-time cross attention, which reuses ``block.attn``).
+      A hook with ``needs_input = True`` also gets the sequence before ``ln_1`` as ``x=``; a
+      hook may return ``(a, a_mlp)``: the residual stream becomes ``x + a`` while the MLP reads
+      ``LN(x + a_mlp)`` (stdd Eq. 2: MLP of the spatial path, short-cut with the padded one).
     - ``adapter(x, T, grid) -> delta``: a residual branch (OmniCLIP PTA) placed by
       ``adapter_mode``: ``parallel`` (input of the block -> added to its output),
       ``cascade`` (output of the block -> added to it), ``attn_parallel`` (input of the block ->
@@ -125,14 +128,21 @@ class VideoBlock(nn.Module):
         n = x.shape[1]
         h = x if self.message is None else torch.cat([x, self.message(x, num_frames, grid)], 1)
         y = blk.ln_1(h)
+        a_mlp = None
         if self.attention is not None:
-            a = self.attention(blk, y, num_frames, grid)
+            extra = {"x": h} if getattr(self.attention, "needs_input", False) else {}
+            a = self.attention(blk, y, num_frames, grid, **extra)
+            if isinstance(a, tuple):
+                a, a_mlp = a
         else:
             a = blk.attn(y, y, y, need_weights=False)[0]
         out = x + blk.ls_1(a[:, :n])
+        mlp_in = out if a_mlp is None else x + blk.ls_1(a_mlp[:, :n])
         if self.adapter is not None and self.adapter_mode == "attn_parallel":
-            out = out + self.adapter(x, num_frames, grid)
-        out = out + blk.ls_2(blk.mlp(blk.ln_2(out)))
+            delta = self.adapter(x, num_frames, grid)
+            out = out + delta
+            mlp_in = out if a_mlp is None else mlp_in + delta
+        out = out + blk.ls_2(blk.mlp(blk.ln_2(mlp_in)))
         if self.adapter is not None and self.adapter_mode == "parallel":
             out = out + self.adapter(x, num_frames, grid)
         elif self.adapter is not None and self.adapter_mode == "cascade":

@@ -32,6 +32,40 @@ from torch import nn
 from .backbone import FrameEncoder, TextEncoder, load_clip
 from .config import ModelConfig
 from .modules.isclip import SGAM, SIRM, IMUBranch, feature_distillation_loss
+from .modules.motionprompt import (
+    MCBStage,
+    MMBPool,
+    MotionAwarePrompts,
+    MotionModelingBlock,
+    MultimodalCommunicationBlock,
+    map_init_phrase,
+)
+from .modules.omniclip import (
+    OmniTemporal,
+    ParallelTemporalAdapter,
+    PreChain,
+    SelfPromptGenerator,
+    TemporalEncoding,
+)
+from .modules.omniclip import parse_blocks as parse_pta_blocks  # xclip has a parse_blocks too
+from .modules.stdd import (
+    FramePromptAlignment,
+    PromptSets,
+    SpaceTimeCrossAttention,
+    STCAPrompt,
+    load_prompt_sets,
+    parse_scales,
+)
+from .modules.stdd import parse_blocks as parse_stca_blocks
+from .modules.xclip import (
+    ENSEMBLE_TEMPLATES,
+    CrossFrameMessage,
+    LearnableContext,
+    LinearHead,
+    MultiFrameIntegration,
+    VideoSpecificPrompt,
+    parse_blocks,
+)
 
 
 @dataclass
@@ -277,8 +311,10 @@ def build_model(cfg: ModelConfig, num_frames: int) -> VideoCLIP:
     _omniclip_parts(cfg, parts)
     frames = FrameEncoder(
         clip.visual,
-        trainable_blocks=cfg.trainable_blocks,
-        train_proj=cfg.train_visual_proj,
+        trainable_blocks=cfg.trainable_blocks if parts.trainable_blocks is None
+        else parts.trainable_blocks,
+        train_proj=cfg.train_visual_proj if parts.train_visual_proj is None
+        else parts.train_visual_proj,
         teacher=cfg.distill,
         hooks=parts.hooks,
         return_patches=parts.needs_patches,
@@ -315,6 +351,8 @@ class _Parts:
     text_refiners: list[nn.Module] = field(default_factory=list)
     cross_modal: nn.Module | None = None
     head: nn.Module | None = None
+    trainable_blocks: int | None = None  # overrides model.trainable_blocks (STDD adaptation)
+    train_visual_proj: bool | None = None  # overrides model.train_visual_proj
 
     def hook(self, block: int, kind: str, module: nn.Module, **extra) -> None:
         """Attach ``module`` as the ``kind`` hook of ``block`` (one module per kind)."""
@@ -344,16 +382,116 @@ def _isclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
 
 
 def _xclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
-    """X-CLIP (xclip §3): CCT hooks, MIT refiner, video-specific prompt text refiner."""
+    """X-CLIP (xclip §3): CCT hooks, MIT refiner, video-specific prompt text refiner; the
+    Table 8 linear head and the Table 9 prompt ensemble / learnable context."""
+    if cfg.cct:
+        heads = cfg.cct_heads or parts.heads
+        for i in parse_blocks(cfg.cct_blocks, parts.depth):
+            parts.hook(i, "message", CrossFrameMessage(parts.width, heads))
+    if cfg.mit:
+        parts.refiners.append(
+            MultiFrameIntegration(parts.dim, parts.num_frames, cfg.mit_depth, cfg.mit_heads))
+    if cfg.video_prompt:
+        parts.needs_patches = True
+        parts.text_refiners.append(
+            VideoSpecificPrompt(parts.dim, cfg.vprompt_layers, cfg.vprompt_heads,
+                                cfg.vprompt_alpha))
+    if cfg.linear_head:
+        if parts.head is not None:
+            raise ValueError("model.linear_head is a head, and another head is already on")
+        parts.head = LinearHead(parts.dim, cfg.linear_head_classes)
+    if cfg.prompt_ensemble:
+        parts.templates = list(ENSEMBLE_TEMPLATES)
+    if cfg.learnable_ctx:
+        if parts.prompts is not None:
+            raise ValueError("model.learnable_ctx replaces the text prompts, and another "
+                             "prompt module is already on")
+        length, phrase = cfg.learnable_ctx_length, cfg.learnable_ctx_init
+        parts.prompts = lambda text: LearnableContext(text, length, phrase)
 
 
 def _motionprompt_parts(cfg: ModelConfig, parts: _Parts) -> None:
-    """MotionPrompt (motionprompt §3): MMB pool, MAP prompts, MCB cross-modal."""
+    """MotionPrompt (motionprompt §3): MMB pool, MAP prompts, MCB cross-modal.
+
+    The paper's "Baseline" (§4.1) is ``mmb`` + ``mmb_spatial_only`` (spatial stream only) with
+    the hand-crafted ``prompt_template`` and no MCB. Config validation rejects
+    s > T-1; a direct ``build_model`` call with fewer frames clamps s to T-1."""
+    step = max(1, min(cfg.mmb_step, parts.num_frames - 1))
+    if cfg.mmb:
+        mmb = MotionModelingBlock(
+            parts.dim, parts.num_frames, step, cfg.mmb_motion_layers,
+            cfg.mmb_spatial_layers, cfg.mmb_heads, cfg.mmb_mlp_ratio, cfg.mmb_dropout,
+            cfg.mmb_norm_first, cfg.mmb_pos_emb, motion=not cfg.mmb_spatial_only)
+        parts.set_pool(MMBPool(mmb), "model.mmb")
+    if cfg.map:
+        if parts.prompts is not None:
+            raise ValueError("model.map replaces the text prompts, and another prompt module "
+                             "is already on")
+        phrase, dim = map_init_phrase(cfg.map_length, cfg.map_init), parts.dim
+        parts.prompts = lambda text: MotionAwarePrompts(
+            text, cfg.map_length, phrase, dim, cfg.map_hidden, cfg.map_activation,
+            cfg.map_zero_init, fallback_step=step)
+    if cfg.mcb:
+        if parts.cross_modal is not None:
+            raise ValueError("model.mcb is the cross-modal stage, and another one is already on")
+        parts.cross_modal = MCBStage(
+            MultimodalCommunicationBlock(parts.dim, cfg.mcb_heads, cfg.mcb_prenorm),
+            use_frames=cfg.mcb_video == "frames")
 
 
 def _stdd_parts(cfg: ModelConfig, parts: _Parts) -> None:
-    """STDD (stdd §3): space-time cross attention hooks, frame-prompt alignment head."""
+    """STDD (stdd §3): space-time cross attention hooks, the Table 4 adaptation modes (prompt
+    MLP message hooks), spatiotemporal prompt sets, frame-prompt alignment head (Eq. 8)."""
+    if cfg.stca:
+        stca = dict(
+            window=(cfg.wsm_w1, cfg.wsm_w2), mask_ratio=cfg.wsm_ratio if cfg.wsm else 0.0,
+            scales=parse_scales(cfg.mcm_scales) if cfg.mcm else (), gamma=cfg.mcm_gamma,
+            mode=cfg.mcm_mode, shortcut=cfg.stca_shortcut, query=cfg.stca_query,
+            train_phase=cfg.wsm_train_phase)
+        for i in parse_stca_blocks(cfg.stca_blocks, parts.depth):
+            parts.hook(i, "attention", SpaceTimeCrossAttention(**stca))
+    if cfg.stdd_adaptation:
+        full = cfg.stdd_adaptation == "full"
+        parts.trainable_blocks = parts.depth if full else 0
+        parts.train_visual_proj = full
+        if cfg.stdd_adaptation == "prompt":
+            for i in range(parts.depth):
+                parts.hook(i, "message", STCAPrompt(parts.width, cfg.stdd_prompt_len,
+                                                     cfg.stdd_prompt_hidden))
+    if cfg.st_aug:
+        if parts.prompts is not None:
+            raise ValueError("model.st_aug replaces the text prompts, and another prompt "
+                             "module is already on")
+        sets = load_prompt_sets(cfg.align_prompt_file, cfg.align_prompt_sets)
+        source, per_prompt = cfg.align_prompt_file, cfg.align
+        parts.prompts = lambda text: PromptSets(text, sets, source, per_prompt=per_prompt)
+    if cfg.align:
+        if parts.head is not None:
+            raise ValueError("model.align is a head, and another head is already on")
+        parts.head = FramePromptAlignment()
 
 
 def _omniclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
     """OmniCLIP (omniclip §3): PTA adapter hooks, SPG pre-hook, temporal MHA refiner."""
+    if not (cfg.pta or cfg.spg or cfg.omni_temporal):
+        return
+    first: list[nn.Module] = []  # pre hooks of block 0: TE (Eq. 1), then SPG on V^0 (§3.1)
+    if cfg.omni_te:
+        first.append(TemporalEncoding(parts.num_frames, parts.width, cfg.omni_te_std))
+    if cfg.spg:
+        spg = dict(width=parts.width, pool=cfg.spg_pool, projector=cfg.spg_projector,
+                   hidden=cfg.spg_hidden)
+        first.append(SelfPromptGenerator(**spg))
+        if cfg.spg_per_layer:
+            for i in range(1, parts.depth):
+                parts.hook(i, "pre", SelfPromptGenerator(**spg, replace=True))
+    if first:
+        parts.hook(0, "pre", first[0] if len(first) == 1 else PreChain(*first))
+    if cfg.pta:
+        for i in parse_pta_blocks(cfg.pta_blocks, parts.depth, cfg.pta_blocks_depth):
+            adapter = ParallelTemporalAdapter(
+                parts.width, cfg.pta_ratio, cfg.pta_heads or parts.heads,
+                cfg.pta_alpha_init, cfg.pta_zero_up)
+            parts.hook(i, "adapter", adapter, adapter_mode=cfg.pta_mode)
+    if cfg.omni_temporal:
+        parts.refiners.append(OmniTemporal(parts.dim, cfg.omni_heads, cfg.omni_residual))

@@ -1,0 +1,487 @@
+"""STDD (Yu et al., "Building a Multi-modal Spatiotemporal Expert for Zero-shot Action Recognition
+with CLIP", AAAI 2025): Space-time Cross Attention (§3 "Space-time Cross Attention", Eq. 1-7:
+Window Shift Masking, Multi-scale Channel Mixing, MHSA, spatial padding, short-cut), the
+prompt-based adaptation of Table 4, spatiotemporal text prompts loaded from a file (§3
+"Spatiotemporal Text Augmentation"; the ASKG/LLM step that writes them is out of scope) and the
+frame-to-prompt alignment score (Eq. 8).
+
+Facts taken from the official code (Mia-YatingYu/STDD,
+slowfast/models/customize_visiontransformer.py, ``STCrossAttentionBlock``) are marked
+"official". Two of its behaviours are deliberately not copied: it shuffles the mask phases over
+time at evaluation too (results not deterministic; here evaluation uses the fixed phase t mod
+w1*w2), and its distillation feature is computed under ``no_grad`` (use ``model.distill``, whose
+student side keeps its gradient).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_PROMPT_FILE = (Path(__file__).resolve().parents[1] / "assets" / "prompts"
+                       / "synthetic_st_prompts.json")
+"""Spatial and temporal prompts for the 32 synthetic classes (``data.synthetic.class_names``),
+used when ``model.align_prompt_file`` is empty."""
+
+MCM_MODES = ("separate", "continual")
+WSM_TRAIN_PHASES = ("shift", "shuffle", "fixed")
+STCA_SHORTCUTS = ("mixed", "frame")
+STCA_QUERIES = ("mixed", "frame")
+ADAPTATIONS = ("", "frozen", "prompt", "full")
+PROMPT_SETS = ("all", "spatial", "temporal")
+_SET_KEYS = {"spatial": ("spatial",), "temporal": ("temporal",), "all": ("spatial", "temporal")}
+
+
+class PromptFileError(ValueError):
+    """The prompt-set file is missing, malformed, or lacks a class; the message names the file."""
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+
+def parse_blocks(spec: str, depth: int) -> list[int]:
+    """1-based block spec (``all``, ``1-12``, ``1,3,5``, ``1-3,10``) -> sorted 0-based indices.
+
+    Raises ValueError naming the bad part (the paper counts blocks l = 1..L, Eq. 3)."""
+    text = spec.strip().lower()
+    if text == "all":
+        return list(range(depth))
+    out: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"bad block spec {part!r} in {spec!r}: use 'all', '1-12' or "
+                             "'1,3,5' (1-based)") from None
+        if not 1 <= first <= last <= depth:
+            raise ValueError(f"blocks {part!r} in {spec!r} are outside 1..{depth} (1-based)")
+        out.update(range(first - 1, last))
+    if not out:
+        raise ValueError(f"block spec {spec!r} names no block")
+    return sorted(out)
+
+
+def parse_scales(spec: str) -> tuple[int, ...]:
+    """Temporal scales ``"1,2"`` -> (1, 2): distinct positive steps delta (stdd §4: "temporal
+    scales [+-1, +-2]")."""
+    try:
+        scales = tuple(int(s) for s in spec.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"bad temporal scales {spec!r}: use e.g. '1,2'") from None
+    if not scales or any(s < 1 for s in scales) or len(set(scales)) != len(scales):
+        raise ValueError(f"temporal scales {spec!r} must be distinct positive integers")
+    return scales
+
+
+def mixed_channels(width: int, gamma: float) -> int:
+    """d_delta = gamma * D channels taken from each side (Eq. 5); floor as in the official
+    ``D // channel_fold``."""
+    return int(width * gamma + 1e-9)
+
+
+def masked_per_window(window: tuple[int, int], ratio: float) -> int:
+    """Tokens discarded per w1 x w2 window (official: ``int(mask_rate * w1 * w2)``)."""
+    return int(ratio * window[0] * window[1] + 1e-9)
+
+
+def vision_shape(backbone: str) -> dict[str, int] | None:
+    """Depth, width and patch grid of an open_clip vision tower, read from its config without
+    building it (None when unknown)."""
+    import open_clip
+
+    from ..backbone import register_model_configs
+
+    register_model_configs()
+    cfg = open_clip.get_model_config(backbone)
+    if not cfg or "vision_cfg" not in cfg:
+        return None
+    v = cfg["vision_cfg"]
+    layers, width, patch = v.get("layers"), v.get("width"), v.get("patch_size")
+    size = v.get("image_size", 224)
+    if not isinstance(layers, int) or not isinstance(width, int) or not patch:
+        return None
+    size = size if isinstance(size, (list, tuple)) else (size, size)
+    return {"depth": layers, "width": width, "grid_h": size[0] // patch,
+            "grid_w": size[1] // patch}
+
+
+# --------------------------------------------------------------------------- WSM (Eq. 3-4)
+
+
+def window_masks(window: tuple[int, int], ratio: float) -> torch.Tensor:
+    """Masking maps of one w1 x w2 window for every phase p: bool [w1*w2, w1*w2], True = masked.
+
+    Phase p is the base map [1]*k + [0]*(n-k) rolled by p positions (official:
+    ``mask_list[-offset:] + mask_list[:-offset]``); frame t uses phase t mod n, so the masked
+    positions shift periodically with t (Eq. 3, Figure 3b)."""
+    n = window[0] * window[1]
+    k = masked_per_window(window, ratio)
+    base = torch.tensor([True] * k + [False] * (n - k))
+    return torch.stack([torch.roll(base, p) for p in range(n)])
+
+
+def visible_index_table(grid: tuple[int, int], window: tuple[int, int], ratio: float
+                        ) -> torch.Tensor:
+    """Patch indices (row-major in the gh x gw grid) kept by each phase: long [n, N'].
+
+    Order is window-major, then the row-major position inside the window (official
+    ``rearrange('(h s1) (w s2) -> (h w) (s1 s2)')``), so token j of frame t and token j of frame
+    t +- delta lie in the same window at interleaved positions -- what MCM mixes (Figure 3c).
+    N' = (gh/w1)(gw/w2)(w1 w2 - k) (Eq. 4)."""
+    gh, gw = grid
+    w1, w2 = window
+    if gh % w1 or gw % w2:
+        raise ValueError(f"the {gh}x{gw} patch grid is not divisible into {w1}x{w2} windows")
+    masks = window_masks(window, ratio)
+    rows = []
+    for mask in masks:
+        idx = []
+        for ci in range(gh // w1):
+            for cj in range(gw // w2):
+                for j in range(w1 * w2):
+                    if not mask[j]:
+                        s1, s2 = divmod(j, w2)
+                        idx.append((ci * w1 + s1) * gw + cj * w2 + s2)
+        rows.append(idx)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- MCM (Eq. 5-6)
+
+
+def _from_frame(v: torch.Tensor, offset: int, lo: int, hi: int) -> torch.Tensor:
+    """Channels [lo, hi) of frame t + offset for every frame t; zeros beyond the clip's ends."""
+    t = v.shape[1]
+    piece = v[..., lo:hi]
+    if abs(offset) >= t:
+        return torch.zeros_like(piece)
+    pad = torch.zeros_like(piece[:, :abs(offset)])
+    if offset < 0:
+        return torch.cat([pad, piece[:, :t + offset]], dim=1)
+    return torch.cat([piece[:, offset:], pad], dim=1)
+
+
+def channel_mix(v: torch.Tensor, delta: int, d: int, mode: str = "continual") -> torch.Tensor:
+    """Multi-scale Channel Mixing of window-shifted tokens at temporal scale delta.
+
+    v [B, T, N', D] -> [B, T, N', D]. ``separate`` (Eq. 5): [z_{t-delta}(0:d); z_{t+delta}(d:2d);
+    z_t(2d:D)]. ``continual`` (Eq. 6): the 2d mixed channels are split into delta slices per side,
+    z_{t-delta} ... z_{t-1} fill (0:d) and z_{t+1} ... z_{t+delta} fill (d:2d) ("divided by delta
+    to achieve zero-cost dimensionality reduction"). Frames outside the clip contribute zeros
+    (official). For delta = 1 the two modes coincide.
+    """
+    if mode not in MCM_MODES:
+        raise ValueError(f"mode must be one of {MCM_MODES}, got {mode!r}")
+    if not 1 <= 2 * d <= v.shape[-1]:
+        raise ValueError(f"cannot mix 2*{d} channels of {v.shape[-1]}")
+    if mode == "separate":
+        pieces = [(-delta, 0, d), (delta, d, 2 * d)]
+    else:
+        if d < delta:
+            raise ValueError(f"continual mixing at scale {delta} needs d >= {delta}, got {d}")
+        b = [round(k * d / delta) for k in range(delta + 1)]
+        pieces = [(-(delta - k), b[k], b[k + 1]) for k in range(delta)]
+        pieces += [(k + 1, d + b[k], d + b[k + 1]) for k in range(delta)]
+    parts = [_from_frame(v, off, lo, hi) for off, lo, hi in pieces]
+    return torch.cat(parts + [v[..., 2 * d:]], dim=-1)
+
+
+# --------------------------------------------------------------------------- STCA
+
+
+class SpaceTimeCrossAttention(nn.Module):
+    """Space-time Cross Attention (stdd §3, Eq. 1-7, Figure 3a): the ``attention`` hook of a block.
+
+    No parameters: it reuses the block's pretrained ``ln_1`` and ``attn``. Per block (official
+    ``STCrossAttentionBlock.forward``):
+
+    1. spatial path: z = x + MHSA(LN(x)) on every token (Eq. 1);
+    2. WSM: keep N' patch tokens per frame with the phase-shifted window mask (Eq. 3-4); CLS and
+       any extra tokens are kept and never mixed;
+    3. for each temporal scale delta: MCM (Eq. 5/6), then MHSA(LN(mixed)) plus the short-cut
+       (Eq. 7); the per-scale results are averaged;
+    4. padding: the average fills the visible positions and the CLS token (and extra tokens);
+       masked positions keep the spatial path; the MLP reads the spatial path and is short-cut
+       with the padded tokens (Eq. 2, official ``x_pad + mlp(ln_2(x))``).
+
+    With ``mask_ratio=0`` (WSM off) every patch is visible; with ``scales=()`` (MCM off) one
+    unmixed pass is run. Both off gives exactly the pretrained block.
+
+    Knobs the paper leaves open or states differently from the official code:
+    ``shortcut``: ``mixed`` adds the mixed tokens (official ``x_mix + attention(ln_1(x_mix))``),
+    ``frame`` adds the unmixed window-shifted tokens z_t (Eq. 7 as printed).
+    ``query``: ``mixed`` = MHSA on the mixed tokens (Eq. 7, official); ``frame`` = queries from the
+    frame's own (unmixed) tokens and keys/values from the mixed ones (X-ViT style).
+    ``train_phase``: how mask phases vary while training: ``shift`` (a random start phase per clip,
+    then t mod n: the periodic shift of Eq. 3; official ``spatial_repeat``), ``shuffle`` (those
+    phases randomly permuted over frames, official ``temporal_shuffle``), ``fixed`` (as at
+    evaluation). Evaluation always uses phase t mod n (deterministic).
+    """
+
+    needs_input = True
+
+    def __init__(
+        self,
+        window: tuple[int, int] = (2, 2),
+        mask_ratio: float = 0.5,
+        scales: tuple[int, ...] = (1, 2),
+        gamma: float = 1 / 32,
+        mode: str = "continual",
+        shortcut: str = "mixed",
+        query: str = "mixed",
+        train_phase: str = "shift",
+    ) -> None:
+        super().__init__()
+        if mode not in MCM_MODES:
+            raise ValueError(f"mode must be one of {MCM_MODES}, got {mode!r}")
+        if shortcut not in STCA_SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {STCA_SHORTCUTS}, got {shortcut!r}")
+        if query not in STCA_QUERIES:
+            raise ValueError(f"query must be one of {STCA_QUERIES}, got {query!r}")
+        if train_phase not in WSM_TRAIN_PHASES:
+            raise ValueError(f"train_phase must be one of {WSM_TRAIN_PHASES}, got {train_phase!r}")
+        n = window[0] * window[1]
+        if not 0 <= masked_per_window(window, mask_ratio) < n:
+            raise ValueError(f"mask_ratio={mask_ratio} must leave a visible token per window")
+        self.window, self.mask_ratio = tuple(window), float(mask_ratio)
+        self.masking = masked_per_window(window, mask_ratio) > 0
+        self.scales = tuple(scales)
+        self.gamma, self.mode = gamma, mode
+        self.shortcut, self.query, self.train_phase = shortcut, query, train_phase
+        self._tables: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def phases(self) -> int:
+        return self.window[0] * self.window[1] if self.masking else 1
+
+    def _table(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        key = (grid, str(device))
+        if key not in self._tables:
+            if self.masking:
+                table = visible_index_table(grid, self.window, self.mask_ratio)
+            else:
+                table = torch.arange(grid[0] * grid[1]).unsqueeze(0)
+            self._tables[key] = table.to(device)
+        return self._tables[key]
+
+    def frame_phases(self, clips: int, num_frames: int, device: torch.device) -> torch.Tensor:
+        """Mask phase of each frame: long [clips, T]."""
+        n = self.phases
+        t = torch.arange(num_frames, device=device)
+        if not self.training or self.train_phase == "fixed" or n == 1:
+            return (t % n).expand(clips, num_frames)
+        start = torch.randint(n, (clips, 1), device=device)
+        phases = (t + start) % n
+        if self.train_phase == "shuffle":
+            perm = torch.rand(clips, num_frames, device=device).argsort(dim=1)
+            phases = phases.gather(1, perm)
+        return phases
+
+    def forward(self, block: nn.Module, y: torch.Tensor, num_frames: int,
+                grid: tuple[int, int], x: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = ln_1(x) [B*T, L, W], x the block input -> (a, a_mlp): the residual stream becomes
+        x + a (padded tokens), the MLP reads LN(x + a_mlp) (spatial path)."""
+        if x is None:
+            raise ValueError("SpaceTimeCrossAttention needs the pre-LayerNorm tokens (x=)")
+        bt, _, width = y.shape
+        clips = bt // num_frames
+        num_patches = grid[0] * grid[1]
+        spatial = block.attn(y, y, y, need_weights=False)[0]
+        phases = self.frame_phases(clips, num_frames, y.device)
+        idx = self._table(grid, y.device)[phases].reshape(bt, -1)
+        kept = idx.shape[1]
+        gidx = idx.unsqueeze(-1).expand(-1, -1, width)
+        vis = x[:, 1:1 + num_patches].gather(1, gidx)
+        cls, extra = x[:, :1], x[:, 1 + num_patches:]
+        z = torch.cat([cls, vis, extra], dim=1)
+        d = mixed_channels(width, self.gamma)
+        q_frame = block.ln_1(z) if self.query == "frame" else None
+        outs = []
+        for delta in (self.scales or (0,)):
+            if delta:
+                mixed = channel_mix(vis.view(clips, num_frames, kept, width), delta, d, self.mode)
+                zm = torch.cat([cls, mixed.reshape(bt, kept, width), extra], dim=1)
+            else:
+                zm = z
+            ym = block.ln_1(zm)
+            q = ym if q_frame is None else q_frame
+            a = block.attn(q, ym, ym, need_weights=False)[0]
+            if delta and self.shortcut == "mixed":
+                a = a + (zm - z)
+            outs.append(a)
+        a_bar = outs[0] if len(outs) == 1 else torch.stack(outs).mean(dim=0)
+        dtype = torch.promote_types(spatial.dtype, a_bar.dtype)  # autocast: bf16 attn + fp32 x
+        spatial, a_bar = spatial.to(dtype), a_bar.to(dtype)
+        patches = spatial[:, 1:1 + num_patches].scatter(1, gidx, a_bar[:, 1:1 + kept])
+        padded = torch.cat([a_bar[:, :1], patches, a_bar[:, 1 + kept:]], dim=1)
+        return padded, spatial
+
+
+class STCAPrompt(nn.Module):
+    """Prompt-based adaptation (stdd Table 4, §4 "Effect of Space-time Cross Attention"): "only a
+    MLP is tuned to transform tokens after Space-time Cross Attention into prompts prepended with
+    visual tokens within each block". The ``message`` hook of a block: the MLP maps each frame's
+    CLS token of the block input (the output of the previous block, i.e. after its STCA) to
+    ``length`` prompt tokens that join this block's attention and are dropped before its MLP.
+    Which tokens feed the MLP, the prompt count and the MLP's size are not given; the CLS token,
+    ``length`` = 1 and a width/4 bottleneck (adapter convention) are this platform's choices.
+    """
+
+    def __init__(self, width: int, length: int = 1, hidden: int = 0) -> None:
+        super().__init__()
+        hidden = hidden or max(width // 4, 1)
+        self.length = length
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.GELU(),
+                                 nn.Linear(hidden, length * width))
+
+    def forward(self, x: torch.Tensor, num_frames: int, grid: tuple[int, int]) -> torch.Tensor:
+        """x [B*T, L, W] -> prompts [B*T, length, W]."""
+        return self.net(x[:, 0]).view(x.shape[0], self.length, x.shape[-1])
+
+
+# --------------------------------------------------------------------------- text prompts
+
+
+def load_prompt_sets(path: str | Path | None = None, sets: str = "all") -> dict[str, list[str]]:
+    """Read a prompt-set file: JSON mapping class name -> list of prompts, or -> {"spatial":
+    [...], "temporal": [...]} (C^s and C^t of stdd §3). ``sets`` picks [S] (spatial), [T]
+    (temporal) or [S]+[T] (all; Figure 4). A prompt may contain ``{}`` for the class name.
+    Empty ``path`` = the shipped synthetic file. Errors name the file."""
+    if sets not in PROMPT_SETS:
+        raise PromptFileError(f"prompt sets must be one of {PROMPT_SETS}, got {sets!r}")
+    file = Path(path) if path else DEFAULT_PROMPT_FILE
+    try:
+        raw = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise PromptFileError(f"prompt file {str(file)!r} does not exist") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise PromptFileError(f"prompt file {str(file)!r} is not valid JSON: {err}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise PromptFileError(f"prompt file {str(file)!r} must map class names to prompts")
+    out: dict[str, list[str]] = {}
+    for name, entry in raw.items():
+        if isinstance(entry, list):
+            if sets != "all":
+                raise PromptFileError(
+                    f"prompt file {str(file)!r}: class {name!r} has a plain list of prompts, so "
+                    f"model.align_prompt_sets={sets!r} cannot pick spatial/temporal ones; use "
+                    "{\"spatial\": [...], \"temporal\": [...]} or 'all'")
+            prompts = entry
+        elif isinstance(entry, dict):
+            unknown = set(entry) - {"spatial", "temporal"}
+            if unknown:
+                raise PromptFileError(f"prompt file {str(file)!r}: class {name!r} has unknown "
+                                      f"keys {sorted(unknown)}; use 'spatial' and 'temporal'")
+            prompts = [p for key in _SET_KEYS[sets] for p in entry.get(key, [])]
+        else:
+            raise PromptFileError(f"prompt file {str(file)!r}: class {name!r} must map to a "
+                                  "list of prompts or to {\"spatial\": [...], \"temporal\": [...]}")
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise PromptFileError(f"prompt file {str(file)!r}: class {name!r} has no "
+                                  f"{'' if sets == 'all' else sets + ' '}prompts (or an empty one)")
+        out[name] = [p.format(name) if "{}" in p else p for p in prompts]
+    return out
+
+
+def missing_classes(prompts: dict[str, list[str]], class_names: list[str]) -> list[str]:
+    return [c for c in class_names if c not in prompts]
+
+
+class PromptSets(nn.Module):
+    """Spatiotemporal text prompts (stdd §3 "Extending Text Prompts with Refined Knowledge"):
+    several prompts per class through the (frozen, cached) CLIP text tower.
+
+    ``per_prompt=True`` returns the prompt-level features c_{k,j} as [C, K, D] for the Eq. 8
+    head, zero-padded where a class has fewer than K prompts (the head ignores zero rows);
+    ``False`` averages each class's normalised prompt features into [C, D] (a prompt ensemble,
+    for the cosine head)."""
+
+    def __init__(self, text: nn.Module, prompts: dict[str, list[str]], source: str = "",
+                 per_prompt: bool = True, chunk: int = 256) -> None:
+        super().__init__()
+        self.text = text
+        self.prompts = prompts
+        self.source = source or str(DEFAULT_PROMPT_FILE)
+        self.per_prompt = per_prompt
+        self.chunk = chunk
+        self._cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def _encode(self, names: tuple[str, ...]) -> torch.Tensor:
+        missing = missing_classes(self.prompts, list(names))
+        if missing:
+            raise PromptFileError(
+                f"prompt file {self.source!r} has no prompts for class(es) {missing} "
+                f"(it covers {len(self.prompts)} classes)")
+        sentences = [p for n in names for p in self.prompts[n]]
+        feats = torch.cat([self.text.encode_tokens(self.text.tokenize(sentences[i:i + self.chunk]))
+                           for i in range(0, len(sentences), self.chunk)])
+        feats = F.normalize(feats.float(), dim=-1)
+        counts = [len(self.prompts[n]) for n in names]
+        k = max(counts)
+        out = feats.new_zeros(len(names), k, feats.shape[-1])
+        start = 0
+        for c, count in enumerate(counts):
+            out[c, :count] = feats[start:start + count]
+            start += count
+        if self.per_prompt:
+            return out
+        mean = out.sum(dim=1) / torch.tensor(counts, device=out.device, dtype=out.dtype)[:, None]
+        return F.normalize(mean, dim=-1)
+
+    def forward(self, class_names: list[str], ctx: object = None) -> torch.Tensor:
+        key = tuple(class_names)
+        trainable = getattr(self.text, "trainable", False)
+        if trainable and torch.is_grad_enabled():
+            return self._encode(key)
+        cached = self._cache.get(key)
+        if cached is None or cached.device != self.text.device or trainable:
+            with torch.no_grad():
+                cached = self._encode(key)
+            if not trainable:
+                self._cache[key] = cached
+        return cached
+
+
+# --------------------------------------------------------------------------- Eq. 8
+
+
+def alignment_scores(frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Frame-to-prompt alignment S_{n,k} (stdd Eq. 8): frames [B, T, D], text [C, K, D] or
+    [C, D] (K = 1) -> [B, C], the mean of
+
+    S^v2t = 1/T sum_t max_j z_t . c_kj   and   S^t2v = 1/K sum_j max_t z_t . c_kj
+
+    on L2-normalised features. Zero rows of ``text`` are padding and are ignored."""
+    if text.dim() == 2:
+        text = text.unsqueeze(1)
+    if text.dim() != 3:
+        raise ValueError(f"text must be [C, D] or [C, K, D], got {tuple(text.shape)}")
+    z = F.normalize(frames.float(), dim=-1)
+    valid = text.float().norm(dim=-1) > 0  # [C, K]
+    c = F.normalize(text.float(), dim=-1)
+    sims = torch.einsum("btd,ckd->btck", z, c)
+    v2t = sims.masked_fill(~valid, float("-inf")).amax(dim=-1).mean(dim=1)
+    t2v = (sims.amax(dim=1) * valid).sum(dim=-1) / valid.sum(dim=-1).clamp(min=1)
+    return (v2t + t2v) / 2
+
+
+class FramePromptAlignment(nn.Module):
+    """Head scoring classes by Eq. 8 over the frames (``ctx.frames``, after any refiner) and the
+    class prompts, scaled by CLIP's temperature (official: ``logit_scale.exp() * sims``); used for
+    training (Eq. 9, cross-entropy) and zero-shot inference. No pooling: the pooled video
+    embedding is ignored. Text of shape [C, K, D] is prompt-level, [C, D] is one prompt per
+    class."""
+
+    def forward(self, video: torch.Tensor, text: torch.Tensor, ctx: object,
+                logit_scale: torch.Tensor) -> torch.Tensor:
+        frames = getattr(ctx, "frames", None)
+        if frames is None:
+            frames = video.unsqueeze(1)
+        return logit_scale.exp() * alignment_scores(frames, text)
