@@ -81,7 +81,7 @@ def measure(toggles: dict, frames: int, classes: int) -> dict[str, float]:
     imu = torch.randn(1, 6, frames * cfg.data.imu_rate)
     names = _names(classes)
     with torch.no_grad():
-        model.text(names)  # fill the cache of the frozen text tower
+        model(video, imu, names)  # warm-up: fills the caches of a frozen text side
         with FlopCounterMode(display=False) as video_only:
             out = model.encode_video(video, imu)
         with FlopCounterMode(display=False) as text_side:

@@ -222,7 +222,8 @@ def describe(space: Space, trials: list[TrialSpec], cost: bool = True) -> str:
 
 def model_cost(experiment: dict[str, Any]) -> tuple[int, int, float]:
     """(total params, trainable params, forward GFLOPs of one view) of a trial's model, built
-    on CPU with random weights and measured with torch's FlopCounterMode."""
+    on CPU with random weights and measured with torch's FlopCounterMode (cached class text
+    features of a frozen text tower are not counted; text encoded per video is)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -240,8 +241,10 @@ def model_cost(experiment: dict[str, Any]) -> tuple[int, int, float]:
     video = torch.zeros(1, cfg.data.num_frames, 3, int(size), int(size))
     imu = torch.zeros(1, 6, cfg.data.num_frames * cfg.data.imu_rate)
     names = class_names(min(cfg.data.num_classes, 32))
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(video, imu, names)
+    with torch.no_grad():
+        model(video, imu, names)  # warm-up: cached class text is encoded once, not per view
+        with FlopCounterMode(display=False) as counter:
+            model(video, imu, names)
     return total, trainable, counter.get_total_flops() / 1e9
 
 
