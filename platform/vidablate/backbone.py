@@ -170,7 +170,8 @@ class FrameEncoder(nn.Module):
     fine-tuned block (``depth - trainable_blocks``, isclip §II-B: the last two blocks and the
     final projection); it holds no trainable parameter and runs without autograd, so its
     output is what a feature cache may store. The teacher of feature distillation is a frozen,
-    unhooked copy of the tail fed with the shared prefix output, i.e. the original CLIP.
+    unhooked copy of the tail fed with the shared prefix output, i.e. the original CLIP. It runs
+    in training mode only (evaluation never pays for it).
     """
 
     def __init__(
@@ -260,7 +261,7 @@ class FrameEncoder(nn.Module):
             x = block(x, t, self.grid)
         cls, patches = self._head(self.visual, x, self.return_patches)
         teacher = None
-        if self.teacher is not None:
+        if self.teacher is not None and self.training:  # only the training loss reads it
             with torch.no_grad():
                 y = self.teacher_visual._embeds(video.flatten(0, 1)) if self.full_finetune \
                     else tokens

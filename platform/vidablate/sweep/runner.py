@@ -241,10 +241,15 @@ def model_cost(experiment: dict[str, Any]) -> tuple[int, int, float]:
     video = torch.zeros(1, cfg.data.num_frames, 3, int(size), int(size))
     imu = torch.zeros(1, 6, cfg.data.num_frames * cfg.data.imu_rate)
     names = class_names(min(cfg.data.num_classes, 32))
-    with torch.no_grad():
-        model(video, imu, names)  # warm-up: cached class text is encoded once, not per view
-        with FlopCounterMode(display=False) as counter:
-            model(video, imu, names)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # FlopCounterMode misses the fused MHA kernel
+    try:
+        with torch.no_grad():
+            model(video, imu, names)  # warm-up: cached class text is encoded once, not per view
+            with FlopCounterMode(display=False) as counter:
+                model(video, imu, names)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return total, trainable, counter.get_total_flops() / 1e9
 
 
