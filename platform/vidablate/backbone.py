@@ -74,6 +74,43 @@ def embed_dim_of(name: str) -> int | None:
     return int(cfg["embed_dim"]) if cfg and "embed_dim" in cfg else None
 
 
+def parse_block_spec(spec: str, depth: int, ref_depth: int = 0) -> list[int]:
+    """Blocks named the papers' way, 1-based and inclusive (``all``, ``1-12``, ``1,3,5``,
+    ``1-3,10``) -> sorted 0-based indices of a ``depth``-block tower.
+
+    ``ref_depth=0`` numbers the tower's own blocks. ``ref_depth>0`` numbers the blocks of a
+    reference tower of that depth (a paper's ViT-B/16: 12) and maps them proportionally onto
+    this one: reference blocks a..b cover blocks floor((a-1)*depth/ref)+1 .. ceil(b*depth/ref),
+    the identity when the depths agree. Raises ValueError naming the bad part.
+    """
+    if depth < 1:
+        raise ValueError(f"the tower has no blocks (depth={depth})")
+    if ref_depth < 0:
+        raise ValueError(f"reference depth must be >= 0, got {ref_depth}")
+    ref = ref_depth or depth
+    text = str(spec).strip().lower()
+    if text == "all":
+        return list(range(depth))
+    items = [s.strip() for s in text.split(",")]
+    if not any(items):
+        raise ValueError(f"block spec {spec!r} names no block; use 'all', '1-12' or '1,3,5'")
+    out: set[int] = set()
+    for item in items:
+        lo, sep, hi = item.partition("-")
+        try:
+            first, last = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise ValueError(f"bad block spec {item!r} in {spec!r}: use 'all', '1-12' or "
+                             "'1,3,5' (1-based)") from None
+        if not 1 <= first <= last <= ref:
+            which = (f"the {ref}-block reference numbering" if ref_depth
+                     else f"the backbone's {depth} blocks")
+            raise ValueError(f"blocks {item!r} in {spec!r} must satisfy 1 <= first <= last <= "
+                             f"{ref} (1-based, in {which})")
+        out.update(range((first - 1) * depth // ref, -(-last * depth // ref)))
+    return sorted(out)
+
+
 class VideoBlock(nn.Module):
     """One pretrained ViT block run on the T frames of each clip, with the papers' hook points.
 

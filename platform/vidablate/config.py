@@ -471,7 +471,8 @@ def _validate_stage_conflicts(m: ModelConfig) -> None:
 
 def _validate_xclip(m: ModelConfig, d: DataConfig) -> None:
     """X-CLIP knobs (xclip §3) and the Table 8/9 baselines."""
-    from .modules.xclip import backbone_dims, ctx_fits, parse_blocks
+    from .backbone import parse_block_spec
+    from .modules.xclip import backbone_dims, ctx_fits
 
     for name in ("mit_depth", "vprompt_layers", "learnable_ctx_length"):
         if getattr(m, name) < 1:
@@ -502,7 +503,7 @@ def _validate_xclip(m: ModelConfig, d: DataConfig) -> None:
     if dims is not None:
         if m.cct:
             try:
-                parse_blocks(m.cct_blocks, dims["depth"])
+                parse_block_spec(m.cct_blocks, dims["depth"])
             except ValueError as err:
                 raise ConfigError(f"model.cct_blocks: {err}") from None
             if m.cct_heads and dims["width"] % m.cct_heads:
@@ -557,6 +558,7 @@ def _validate_motionprompt(m: ModelConfig, d: DataConfig) -> None:
 
 def _validate_stdd(m: ModelConfig, d: DataConfig) -> None:
     """STDD knobs (stdd §3): STCA geometry against the backbone, adaptation, prompt file."""
+    from .backbone import parse_block_spec
     from .modules import stdd
 
     for name, allowed in (("wsm_train_phase", stdd.WSM_TRAIN_PHASES),
@@ -592,7 +594,7 @@ def _validate_stdd(m: ModelConfig, d: DataConfig) -> None:
                               f"data.num_frames={d.num_frames}")
         if shape:
             try:
-                stdd.parse_blocks(m.stca_blocks, shape["depth"])
+                parse_block_spec(m.stca_blocks, shape["depth"])
             except ValueError as err:
                 raise ConfigError(f"model.stca_blocks: {err} (model.backbone={m.backbone!r})"
                                   ) from None

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import FrameEncoder, TextEncoder, load_clip
+from .backbone import FrameEncoder, TextEncoder, load_clip, parse_block_spec
 from .config import ModelConfig
 from .modules.isclip import SGAM, SIRM, IMUBranch, feature_distillation_loss
 from .modules.motionprompt import (
@@ -47,7 +47,7 @@ from .modules.omniclip import (
     SelfPromptGenerator,
     TemporalEncoding,
 )
-from .modules.omniclip import parse_blocks as parse_pta_blocks  # xclip has a parse_blocks too
+from .modules.omniclip import parse_blocks as parse_pta_blocks
 from .modules.stdd import (
     FramePromptAlignment,
     PromptSets,
@@ -56,7 +56,6 @@ from .modules.stdd import (
     load_prompt_sets,
     parse_scales,
 )
-from .modules.stdd import parse_blocks as parse_stca_blocks
 from .modules.xclip import (
     ENSEMBLE_TEMPLATES,
     CrossFrameMessage,
@@ -64,7 +63,6 @@ from .modules.xclip import (
     LinearHead,
     MultiFrameIntegration,
     VideoSpecificPrompt,
-    parse_blocks,
 )
 
 
@@ -386,7 +384,7 @@ def _xclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
     Table 8 linear head and the Table 9 prompt ensemble / learnable context."""
     if cfg.cct:
         heads = cfg.cct_heads or parts.heads
-        for i in parse_blocks(cfg.cct_blocks, parts.depth):
+        for i in parse_block_spec(cfg.cct_blocks, parts.depth):
             parts.hook(i, "message", CrossFrameMessage(parts.width, heads))
     if cfg.mit:
         parts.refiners.append(
@@ -448,7 +446,7 @@ def _stdd_parts(cfg: ModelConfig, parts: _Parts) -> None:
             scales=parse_scales(cfg.mcm_scales) if cfg.mcm else (), gamma=cfg.mcm_gamma,
             mode=cfg.mcm_mode, shortcut=cfg.stca_shortcut, query=cfg.stca_query,
             train_phase=cfg.wsm_train_phase)
-        for i in parse_stca_blocks(cfg.stca_blocks, parts.depth):
+        for i in parse_block_spec(cfg.stca_blocks, parts.depth):
             parts.hook(i, "attention", SpaceTimeCrossAttention(**stca))
     if cfg.stdd_adaptation:
         full = cfg.stdd_adaptation == "full"

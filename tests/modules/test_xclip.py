@@ -14,6 +14,7 @@ from torch import nn
 
 # isort: split
 from vidablate.backbone import VideoBlock
+from vidablate.backbone import parse_block_spec as parse_blocks
 from vidablate.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
 from vidablate.model import StageContext, VideoCLIP, build_model
 from vidablate.modules.xclip import (
@@ -24,7 +25,6 @@ from vidablate.modules.xclip import (
     MultiFrameIntegration,
     VideoSpecificPrompt,
     auto_heads,
-    parse_blocks,
 )
 
 B, T = 2, 4

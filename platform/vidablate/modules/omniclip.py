@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbone import parse_block_spec
+
 PAPER_DEPTH = 12
 """OmniCLIP numbers blocks 1-12 of ViT-B/16 (Table 10: groups 1-3, 4-6, 7-9, 10-12)."""
 
@@ -25,40 +27,10 @@ SPG_POOLS = ("avg", "max")
 
 
 def parse_blocks(spec: str, depth: int, ref_depth: int = PAPER_DEPTH) -> list[int]:
-    """1-based block ranges such as ``"1-12"``, ``"1-3,7-9"`` or ``"4"`` -> sorted 0-based
-    indices of a ``depth``-block tower.
-
-    The numbers count blocks of a ``ref_depth``-block reference tower (default 12, the paper's
-    ViT-B/16) and are mapped proportionally onto the real tower: reference blocks a..b cover the
-    real blocks floor((a-1)*depth/ref)+1 .. ceil(b*depth/ref). On ViT-B/16 this is the identity;
-    on the 4-block tiny backbone each of Table 10's groups (1-3, 4-6, 7-9, 10-12) is one block;
-    on a 24-block tower each reference block is two. ``ref_depth=0`` numbers the real blocks
-    directly. Raises ValueError naming the bad part.
-    """
-    if depth < 1:
-        raise ValueError(f"the tower has no blocks (depth={depth})")
-    ref = ref_depth or depth
-    if ref < 1:
-        raise ValueError(f"reference depth must be >= 0, got {ref_depth}")
-    items = [s.strip() for s in str(spec).split(",")]
-    if not any(items):
-        raise ValueError("no blocks given; use e.g. '1-12' (1-based, inclusive)")
-    out: set[int] = set()
-    for item in items:
-        lo_s, sep, hi_s = item.partition("-")
-        try:
-            lo, hi = int(lo_s), int(hi_s if sep else lo_s)
-        except ValueError:
-            raise ValueError(f"{item!r} is not a block number or a range like '1-3'") from None
-        if not 1 <= lo <= hi <= ref:
-            which = f"the {ref}-block reference numbering" if ref_depth else \
-                f"the backbone's {depth} blocks"
-            raise ValueError(f"block range {item!r} must satisfy 1 <= first <= last <= {ref} "
-                             f"(1-based, in {which})")
-        first = (lo - 1) * depth // ref
-        last = -(-hi * depth // ref) - 1
-        out.update(range(first, last + 1))
-    return sorted(out)
+    """PTA's block spec: ``parse_block_spec`` in the paper's 12-block numbering by default, so
+    Table 10's groups (1-3, 4-6, 7-9, 10-12) map proportionally onto any backbone (one block each
+    on the 4-block tiny tower); ``ref_depth=0`` numbers the backbone's own blocks."""
+    return parse_block_spec(spec, depth, ref_depth)
 
 
 class TemporalEncoding(nn.Module):

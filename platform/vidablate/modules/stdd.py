@@ -43,30 +43,6 @@ class PromptFileError(ValueError):
 # --------------------------------------------------------------------------- parsing helpers
 
 
-def parse_blocks(spec: str, depth: int) -> list[int]:
-    """1-based block spec (``all``, ``1-12``, ``1,3,5``, ``1-3,10``) -> sorted 0-based indices.
-
-    Raises ValueError naming the bad part (the paper counts blocks l = 1..L, Eq. 3)."""
-    text = spec.strip().lower()
-    if text == "all":
-        return list(range(depth))
-    out: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            lo, _, hi = part.partition("-")
-            first, last = int(lo), int(hi or lo)
-        except ValueError:
-            raise ValueError(f"bad block spec {part!r} in {spec!r}: use 'all', '1-12' or "
-                             "'1,3,5' (1-based)") from None
-        if not 1 <= first <= last <= depth:
-            raise ValueError(f"blocks {part!r} in {spec!r} are outside 1..{depth} (1-based)")
-        out.update(range(first - 1, last))
-    if not out:
-        raise ValueError(f"block spec {spec!r} names no block")
-    return sorted(out)
-
-
 def parse_scales(spec: str) -> tuple[int, ...]:
     """Temporal scales ``"1,2"`` -> (1, 2): distinct positive steps delta (stdd §4: "temporal
     scales [+-1, +-2]")."""

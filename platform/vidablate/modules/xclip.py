@@ -25,29 +25,6 @@ handcraft templates", §4.5). The paper does not list them; these are the 16 act
 ActionCLIP [48] (its ``text_aug`` list), the 16-template video set X-CLIP compares against."""
 
 
-def parse_blocks(spec: str, depth: int) -> list[int]:
-    """Blocks named by a 1-based spec (``"all"``, ``"1-12"``, ``"1,3,5"``, ``"1-3,10"``) ->
-    sorted 0-based indices. Raises ValueError naming the bad part (papers count blocks 1..L)."""
-    text = spec.strip().lower()
-    if text == "all":
-        return list(range(depth))
-    out: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            lo, _, hi = part.partition("-")
-            first, last = int(lo), int(hi or lo)
-        except ValueError:
-            raise ValueError(f"bad block spec {part!r} in {spec!r}: use 'all', '1-12' or "
-                             "'1,3,5' (1-based)") from None
-        if not 1 <= first <= last <= depth:
-            raise ValueError(f"blocks {part!r} in {spec!r} are outside 1..{depth} (1-based)")
-        out.update(range(first - 1, last))
-    if not out:
-        raise ValueError(f"block spec {spec!r} names no block")
-    return sorted(out)
-
-
 def auto_heads(dim: int, heads: int = 0) -> int:
     """``heads`` if set, else ``dim // 64`` as in the official MIT and prompt generator
     (8 heads for D=512), at least 1."""

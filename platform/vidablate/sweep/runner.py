@@ -295,10 +295,8 @@ def run_sweep(
     )
     exp_path = f"{storage}/{sid}"
     started = time.time()
-    if settings.resume and tune.Tuner.can_restore(exp_path):
-        print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
-    else:
+    tuner = _restore(exp_path, trainable, settings)
+    if tuner is None:
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search([t.key for t in trials])},
@@ -349,8 +347,7 @@ def run_sweep(
         print(f"trial {o.row} seed {o.seed}: {o.status} {o.error.splitlines()[-1] if o.error else ''}",
               file=sys.stderr)
     store = tracking_uri
-    ui = (f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite")
-          else f"open {store}")
+    ui = _browse(store)
     print(f"sweep {sid} done in {math.ceil(elapsed)} s; table files in {report_dir}\n"
           f"MLflow: experiment {experiment_name!r}, parent run {parent_id}\n"
           f"browse: {ui}", flush=True)
@@ -379,10 +376,8 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
                                 template.experiment, template.seed, epochs, space.num_samples)
     exp_path = f"{storage}/{sid}"
     started = time.time()
-    if settings.resume and tune.Tuner.can_restore(exp_path):
-        print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
-    else:
+    tuner = _restore(exp_path, trainable, settings)
+    if tuner is None:
         searcher = OptunaSearch(metric=metric, mode=mode,
                                 sampler=TPESampler(seed=template.seed))
         tuner = tune.Tuner(
@@ -430,8 +425,7 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
     tracker.client.set_terminated(parent_id, "FAILED" if failed or not ok else "FINISHED")
     print(f"\n{markdown}\n", flush=True)
     store = tracker.tracking_uri
-    ui = (f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite")
-          else f"open {store}")
+    ui = _browse(store)
     print(f"sweep {sid} done in {math.ceil(time.time() - started)} s; best "
           f"{best[0] + ' ' + metric + '=' + format(best[2][metric], '.2f') if ok else 'none'}\n"
           f"MLflow: experiment {tracker.experiment!r}, parent run {parent_id}\nbrowse: {ui}",
@@ -440,6 +434,21 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
                 for key, _, metrics, status in rows]
     return SweepReport(sid, parent_id, tracker.tracking_uri, tracker.experiment, markdown,
                        files, outcomes, [template])
+
+
+def _restore(exp_path: str, trainable: Any, settings: SweepSettings) -> tune.Tuner | None:
+    """The Tuner of an earlier run of this sweep when resuming is on and one exists: finished
+    trials are kept, errored and unfinished ones continue from their checkpoints."""
+    if settings.resume and tune.Tuner.can_restore(exp_path):
+        print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
+    return None
+
+
+def _browse(store: str) -> str:
+    """How to look at the results in MLflow."""
+    return f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite") \
+        else f"open {store}"
 
 
 def _distribution(dim: dict[str, Any]) -> Any:
