@@ -16,6 +16,18 @@ TINY = [
 ]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: intra-op threads only contend on the 2 shared CI cores (much slower).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A private local Ray cluster with 2 CPUs for this test session."""

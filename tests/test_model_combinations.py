@@ -14,12 +14,7 @@ B, T = 2, 8
 NAMES = ["red square moving left", "red square moving right", "green circle growing"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(seed: int = 3):

@@ -26,12 +26,7 @@ NAME = "vidablate-tiny"
 FAST = {"batch_size": 16, "clips_per_class": 4, "eval_clips_per_class": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fixed_batch():

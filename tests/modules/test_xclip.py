@@ -32,13 +32,7 @@ CLASSES = ["red square moving left", "red square moving right", "green circle gr
 XCLIP = {"cct": True, "mit": True, "video_prompt": True}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only contend on the shared CI cores (50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(seed: int = 0, **overrides) -> VideoCLIP:
