@@ -93,7 +93,7 @@ def test_round_trip_through_dict_is_unchanged():
         trainer={"num_workers": 2, "batch_size": 8, "lr_schedule": "cosine"},
     ).validate()
     raw = cfg.to_dict()
-    assert set(raw) == {"model", "data", "trainer"}
+    assert set(raw) == {"model", "data", "trainer", "eval"}
     again = ExperimentConfig.from_dict(copy.deepcopy(raw))
     assert again == cfg
     assert again.to_dict() == raw

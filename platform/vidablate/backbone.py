@@ -74,6 +74,14 @@ def embed_dim_of(name: str) -> int | None:
     return int(cfg["embed_dim"]) if cfg and "embed_dim" in cfg else None
 
 
+def image_size_of(name: str) -> int | None:
+    """The input resolution of an open_clip model config's vision tower (None if unknown)."""
+    register_model_configs()
+    vision = (open_clip.get_model_config(name) or {}).get("vision_cfg") or {}
+    size = vision.get("image_size")
+    return int(size) if isinstance(size, int) else None
+
+
 def parse_block_spec(spec: str, depth: int, ref_depth: int = 0) -> list[int]:
     """Blocks named the papers' way, 1-based and inclusive (``all``, ``1-12``, ``1,3,5``,
     ``1-3,10``) -> sorted 0-based indices of a ``depth``-block tower.

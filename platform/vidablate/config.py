@@ -290,27 +290,132 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Dataset and zero-shot protocol. ``synthetic`` is the embedded default."""
+    """Dataset, clip sampling and protocol. ``synthetic`` is the embedded default; any other
+    ``dataset`` name reads Parquet manifests (``vidablate.data.manifest``)."""
 
     dataset: str = "synthetic"
+    """``synthetic`` (generated in memory) or the name of a manifest dataset (e.g. ``hmdb51``);
+    a manifest dataset needs ``train_manifest``, ``test_manifest`` and ``class_names_file``."""
     protocol: str = "base_novel"
     """``base_novel``: train on the first ``base_classes``, report base and novel accuracy and
     their harmonic mean (isclip §III). ``closed_set``: train and test on every class, report
-    top-1/top-5 (the closed-set tables of xclip, motionprompt, stdd, omniclip)."""
+    top-1/top-5 (the closed-set tables of xclip, motionprompt, stdd, omniclip).
+    ``cross_dataset``: train on every class of this dataset, evaluate zero-shot on each of
+    ``cross_manifests`` with the classes of ``cross_class_names_file``; report the mean and
+    std of top-1/top-5 over those splits (xclip Table 5, motionprompt Table 5: K400 ->
+    HMDB51/UCF101, three splits)."""
     num_classes: int = 32
-    """UESTC-MMEA-CL has 32 classes (isclip §III)."""
+    """UESTC-MMEA-CL has 32 classes (isclip §III). For a manifest dataset it must equal the
+    number of names in ``class_names_file`` (checked)."""
     base_classes: int = 16
     """The first K classes are base (seen), the rest novel (isclip §III: 16 or 24)."""
     num_frames: int = 8
-    """Frames N per clip, extracted at equal intervals (isclip §II-A)."""
+    """Frames T fed to the model per clip (isclip §II-A: N frames at equal intervals; X-CLIP
+    and MotionPrompt: 8)."""
     image_size: int = 32
+    """Input resolution (224 for ViT-B/16; 32 for the tiny CLIP)."""
+    sampling: str = "sparse"
+    """``sparse``: T segments, one frame each (TSN; the X-CLIP default and isclip's "equal
+    intervals"). ``dense``: T consecutive frames every ``sampling_rate`` frames (SlowFast)."""
+    sampling_rate: int = 8
+    """Frame stride of dense sampling (SlowFast's 8x8 setting)."""
     train_per_class: int = 24
+    """Synthetic: clips per class in the train split."""
     test_per_class: int = 8
+    """Synthetic: clips per class in the test split."""
+    source_frames: int = 0
+    """Synthetic: frames rendered per clip before sampling; 0 = ``num_frames`` (each rendered
+    frame is fed). With more frames than T, ``sampling`` and multi-view evaluation choose
+    among them, so the frame-count tables vary T over the same videos."""
     imu_rate: int = 16
-    """IMU samples per video frame."""
+    """IMU samples per video frame (the STFT input is T * imu_rate samples, cut to the sampled
+    frames)."""
     num_distractors: int = 1
+    """Synthetic: distractor objects per clip."""
     seed: int = 0
     """Seed of the synthetic generator (fixed across trials so every row sees the same data)."""
+
+    # ---------------------------------------------------------------- manifest datasets
+    train_manifest: str = ""
+    """Parquet manifest of the training split (``jobs/prepare_data.py`` writes them)."""
+    test_manifest: str = ""
+    """Parquet manifest of the evaluation split."""
+    class_names_file: str = ""
+    """Class-id -> name file (``id,name`` csv or one name per line); the text side reads it."""
+    video_root: str = ""
+    """Root of relative ``video``/``imu`` paths; empty = each manifest's own folder."""
+    decoder: str = "auto"
+    """decord | pyav | auto (decord where it has a wheel, else PyAV)."""
+    fps: float = 30.0
+    """Frame rate of frame-folder clips (video files carry their own)."""
+    on_corrupt: str = "skip"
+    """A video that fails to decode during training or evaluation: ``skip`` (count it, log the
+    count to MLflow as ``corrupt_clips``, leave it out of loss and accuracy) or ``fail``."""
+    validate: bool = True
+    """Pre-flight check of every manifest row before any trial starts (files, labels, IMU)."""
+    validate_decode: bool = True
+    """Pre-flight also opens every video and decodes its first and last frame."""
+    loader_workers: int = -1
+    """DataLoader processes per Ray Train worker; -1 = 0 for synthetic (in memory), else
+    ``trainer.cpus_per_worker`` - 1 (at least 1)."""
+    prefetch_factor: int = 2
+    """Batches each loader process decodes ahead."""
+
+    # ------------------------------------------------------------------ augmentation
+    augment: bool = False
+    """Training augmentation: multi-scale crop, flip, colour jitter, grayscale (X-CLIP §4.1
+    and its TSN-style pipeline). Off for the embedded default; the real presets turn it on."""
+    aug_flip: float = 0.5
+    """Probability of a horizontal flip of the whole clip."""
+    aug_color_jitter: float = 0.8
+    """Probability of ColorJitter(0.4, 0.4, 0.2, 0.1) (X-CLIP's training pipeline)."""
+    aug_grayscale: float = 0.2
+    """Probability of converting the clip to grayscale (X-CLIP's training pipeline)."""
+    mixup: float = 0.0
+    """Mixup alpha (X-CLIP §4.1: 0.8); 0 = off. Targets become soft, label smoothing applies."""
+    cutmix: float = 0.0
+    """CutMix alpha (X-CLIP §4.1: 1.0); 0 = off. With ``mixup`` too, one is drawn per batch."""
+
+    # ----------------------------------------------------------------------- k-shot
+    k_shot: int = 0
+    """Training examples per class drawn from the train split (xclip Table 6, motionprompt
+    Table 4: 2/4/8/16); 0 = every example."""
+    k_shot_seed: int = -1
+    """Seed of the k-shot draw; -1 = ``trainer.seed`` (each table seed draws its own split, so
+    mean +- std over seeds is over splits). The drawn list is saved with the run."""
+    k_shot_file: str = ""
+    """A saved draw (the ``kshot_split.json`` artifact of an earlier run) to reuse exactly."""
+
+    # -------------------------------------------------------------- cross-dataset
+    cross_manifests: list[str] = field(default_factory=list)
+    """Evaluation manifests of the target dataset for ``cross_dataset`` (one per split)."""
+    cross_class_names_file: str = ""
+    """Class names of the target dataset for ``cross_dataset``."""
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.dataset == "synthetic"
+
+
+@dataclass
+class EvalConfig:
+    """How a clip is scored: views per clip and how their scores combine."""
+
+    temporal_views: int = 1
+    """Clips sampled along time per video (X-CLIP §4.1 multi-view: 4 clips; 1 = single view)."""
+    spatial_crops: int = 1
+    """Spatial crops per clip: 1 (centre) or 3 (both ends and the centre of the long side;
+    X-CLIP: 4 x 3 views)."""
+    average: str = "prob"
+    """Combine the views' scores: ``prob`` (mean of softmax, X-CLIP) or ``logit`` (mean of
+    logits)."""
+    sampling: str = ""
+    """Test-time frame sampling: ``sparse`` | ``dense``; empty = ``data.sampling`` (xclip
+    Table 11 crosses train and test sampling)."""
+
+    @property
+    def views(self) -> int:
+        return self.temporal_views * self.spatial_crops
 
 
 @dataclass
@@ -360,6 +465,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> ExperimentConfig:
         """Raise ConfigError naming the field or the conflicting toggles; return self."""
@@ -394,10 +500,7 @@ class ExperimentConfig:
         _validate_omniclip(m, d)
         if "{}" not in m.prompt_template:
             raise ConfigError("model.prompt_template must contain '{}' for the class name")
-        if d.dataset != "synthetic":
-            raise ConfigError(
-                f"data.dataset={d.dataset!r}: only the embedded 'synthetic' dataset exists so far"
-            )
+        _validate_data(m, d, t, self.eval)
         if d.protocol not in PROTOCOLS:
             raise ConfigError(f"data.protocol must be one of {PROTOCOLS}, got {d.protocol!r}")
         if d.protocol == "base_novel" and not 1 <= d.base_classes < d.num_classes:
@@ -438,7 +541,8 @@ class ExperimentConfig:
     def from_dict(cls, raw: dict[str, Any] | None, where: str = "config") -> ExperimentConfig:
         """Build from nested dicts, rejecting unknown sections and keys by name."""
         raw = dict(raw or {})
-        sections = {"model": ModelConfig, "data": DataConfig, "trainer": TrainConfig}
+        sections = {"model": ModelConfig, "data": DataConfig, "trainer": TrainConfig,
+                    "eval": EvalConfig}
         unknown = set(raw) - set(sections)
         if unknown:
             raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}; "
@@ -449,7 +553,7 @@ class ExperimentConfig:
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-PROTOCOLS = ("base_novel", "closed_set")
+PROTOCOLS = ("base_novel", "closed_set", "cross_dataset")
 
 POOL_TOGGLES = ("sgam", "mmb")
 """Toggles that each replace the frame->video pool; at most one may be on."""
@@ -457,6 +561,99 @@ HEAD_TOGGLES = ("align", "linear_head")
 """Toggles that each replace the cosine head; at most one may be on."""
 TEXT_TOGGLES = ("map", "learnable_ctx", "st_aug")
 """Toggles that each replace the hand-crafted text prompts; at most one may be on."""
+
+
+SAMPLINGS = ("sparse", "dense")
+DECODERS = ("auto", "decord", "pyav")
+DATA_PATH_FIELDS = ("train_manifest", "test_manifest", "class_names_file", "video_root",
+                    "k_shot_file", "cross_class_names_file")
+"""DataConfig fields that hold paths (made absolute before trials leave the driver)."""
+
+
+def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig) -> None:
+    """Sampling, loading, k-shot and dataset-file knobs; files are checked to exist (their
+    content is checked by the runner's pre-flight, ``vidablate.data.preflight``)."""
+    from pathlib import Path
+
+    from .backbone import image_size_of
+
+    native = image_size_of(m.backbone)
+    if native is not None and d.image_size != native:
+        raise ConfigError(f"data.image_size={d.image_size} but model.backbone={m.backbone!r} takes "
+                          f"{native}x{native} frames; set data.image_size={native}")
+    if d.sampling not in SAMPLINGS:
+        raise ConfigError(f"data.sampling must be one of {SAMPLINGS}, got {d.sampling!r}")
+    if d.decoder not in DECODERS:
+        raise ConfigError(f"data.decoder must be one of {DECODERS}, got {d.decoder!r}")
+    if d.on_corrupt not in ("skip", "fail"):
+        raise ConfigError(f"data.on_corrupt must be skip|fail, got {d.on_corrupt!r}")
+    for name in ("num_frames", "image_size", "sampling_rate", "prefetch_factor", "imu_rate"):
+        if getattr(d, name) < 1:
+            raise ConfigError(f"data.{name} must be >= 1, got {getattr(d, name)}")
+    if d.num_frames < 2:
+        raise ConfigError(f"data.num_frames must be >= 2 (temporal modules need a clip), "
+                          f"got {d.num_frames}")
+    if d.loader_workers < -1 or d.k_shot < 0 or d.k_shot_seed < -1 or d.source_frames < 0:
+        raise ConfigError("data.loader_workers >= -1, data.k_shot >= 0, data.k_shot_seed >= -1 "
+                          "and data.source_frames >= 0 are required")
+    if not d.fps > 0:
+        raise ConfigError(f"data.fps must be > 0, got {d.fps}")
+    for name in ("aug_flip", "aug_color_jitter", "aug_grayscale"):
+        if not 0 <= getattr(d, name) <= 1:
+            raise ConfigError(f"data.{name} is a probability in [0, 1], got {getattr(d, name)}")
+    if d.mixup < 0 or d.cutmix < 0:
+        raise ConfigError("data.mixup and data.cutmix are Beta alphas: >= 0 (0 = off)")
+    if (d.mixup or d.cutmix) and m.uses_imu:
+        raise ConfigError("data.mixup/data.cutmix mix video pixels but not the IMU stream that "
+                          "model.sirm/model.sgam read; turn mixing or the IMU modules off")
+    if (d.mixup or d.cutmix) and t.epochs == 0:
+        raise ConfigError("data.mixup/data.cutmix apply to training, but trainer.epochs=0")
+    if e.temporal_views < 1 or e.spatial_crops not in (1, 3):
+        raise ConfigError(f"eval.temporal_views must be >= 1 and eval.spatial_crops 1 or 3, got "
+                          f"{e.temporal_views} and {e.spatial_crops}")
+    if e.sampling and e.sampling not in SAMPLINGS:
+        raise ConfigError(f"eval.sampling must be one of {SAMPLINGS} or empty (= data.sampling), "
+                          f"got {e.sampling!r}")
+    if e.average not in ("prob", "logit"):
+        raise ConfigError(f"eval.average must be prob|logit, got {e.average!r}")
+    if not isinstance(d.cross_manifests, list) or not all(
+            isinstance(x, str) for x in d.cross_manifests):
+        raise ConfigError(f"data.cross_manifests must be a list of paths, "
+                          f"got {d.cross_manifests!r}")
+    if d.protocol == "cross_dataset":
+        if not d.cross_manifests or not d.cross_class_names_file:
+            raise ConfigError("data.protocol='cross_dataset' needs data.cross_manifests (one "
+                              "manifest per target split) and data.cross_class_names_file")
+    elif d.cross_manifests:
+        raise ConfigError(f"data.cross_manifests is set but data.protocol={d.protocol!r}; use "
+                          "data.protocol=cross_dataset")
+    if d.is_synthetic:
+        if not 2 <= d.num_classes <= 32:
+            raise ConfigError(f"data.num_classes must be in 2..32 for the synthetic dataset, "
+                              f"got {d.num_classes}")
+        if d.k_shot > d.train_per_class:
+            raise ConfigError(f"data.k_shot={d.k_shot} exceeds the synthetic "
+                              f"data.train_per_class={d.train_per_class}")
+        for name in ("train_manifest", "test_manifest"):
+            if getattr(d, name):
+                raise ConfigError(f"data.{name} is set but data.dataset='synthetic'; name the "
+                                  f"dataset (e.g. data.dataset=hmdb51) to read manifests")
+    else:
+        missing = [n for n in ("train_manifest", "test_manifest", "class_names_file")
+                   if not getattr(d, n)]
+        if d.protocol == "cross_dataset" or t.epochs == 0:
+            missing = [n for n in missing if n != "train_manifest"]  # nothing is trained / seen
+        if missing:
+            raise ConfigError(f"data.dataset={d.dataset!r} reads manifests: set "
+                              f"{', '.join('data.' + n for n in missing)} "
+                              f"(jobs/prepare_data.py writes them)")
+    for name in DATA_PATH_FIELDS:
+        value = getattr(d, name)
+        if value and not Path(value).exists():
+            raise ConfigError(f"data.{name}={value!r}: no such file or folder")
+    for value in d.cross_manifests:
+        if not Path(value).exists():
+            raise ConfigError(f"data.cross_manifests: {value!r}: no such file")
 
 
 def _validate_stage_conflicts(m: ModelConfig) -> None:

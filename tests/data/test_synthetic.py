@@ -97,7 +97,7 @@ def test_dataset_item_is_clip_normalised() -> None:
     raw = generate_split(SMALL, "train")
     assert len(ds) == 12 and ds.class_names == class_names(4)
     item = ds[5]
-    assert set(item) == {"video", "imu", "label", "index"}
+    assert set(item) == {"video", "imu", "label", "index", "valid"} and item["valid"]
     assert item["video"].shape == (6, 3, 20, 20) and item["video"].dtype == torch.float32
     assert item["imu"].shape == (6, 24) and item["imu"].dtype == torch.float32
     assert item["label"].dtype == torch.int64 and item["label"].ndim == 0

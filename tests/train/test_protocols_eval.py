@@ -9,7 +9,7 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from vidablate.config import ExperimentConfig
-from vidablate.data.protocols import build_zero_shot
+from vidablate.data.protocols import build_protocol
 from vidablate.model import build_model
 from vidablate.train.loop import evaluate, evaluate_protocol, train_loop_per_worker
 from vidablate.train.metrics import harmonic_mean
@@ -20,23 +20,24 @@ SMALL = {"train_per_class": 1, "test_per_class": 2}
 def _setup(protocol: str):
     cfg = ExperimentConfig.from_dict({"data": {**SMALL, "protocol": protocol}}).validate()
     torch.manual_seed(0)
-    return cfg, build_zero_shot(cfg.data), build_model(cfg.model, cfg.data.num_frames)
+    return cfg, build_protocol(cfg), build_model(cfg.model, cfg.data.num_frames)
 
 
 def test_closed_set_trains_and_tests_every_class():
     cfg, data, model = _setup("closed_set")
-    assert data.test_novel is None and data.novel_names == []
-    assert len(data.base_names) == cfg.data.num_classes
+    assert [s.name for s in data.evals] == ["test"]
+    assert len(data.train_names) == cfg.data.num_classes
     assert {int(data.train[i]["label"]) for i in range(len(data.train))} == set(range(32))
     metrics = evaluate_protocol(model, data, cfg, torch.device("cpu"), 0, 1, False)
-    assert set(metrics) == {"top1", "top5"}
+    assert set(metrics) == {"top1", "top5", "corrupt_eval"}
+    assert metrics["corrupt_eval"] == 0
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 100.0
 
 
 def test_base_novel_reports_hm_of_its_parts():
     cfg, data, model = _setup("base_novel")
     metrics = evaluate_protocol(model, data, cfg, torch.device("cpu"), 0, 1, False)
-    assert set(metrics) == {"base_acc", "novel_acc", "hm"}
+    assert set(metrics) == {"base_acc", "novel_acc", "hm", "corrupt_eval"}
     assert metrics["hm"] == pytest.approx(harmonic_mean(metrics["base_acc"],
                                                         metrics["novel_acc"]))
 
@@ -53,9 +54,10 @@ def test_top5_counts_a_hit_anywhere_in_the_five_best():
     model = Fixed()
     ranks = torch.arange(32).flip(0).roll(4).argsort(descending=True)
     top1_class, top5 = int(ranks[0]), {int(c) for c in ranks[:5]}
-    labels = [int(data.test_base[i]["label"]) for i in range(len(data.test_base))]
-    top1, top5_acc = evaluate(model, data.test_base, data.base_names, 0, 16,
-                              torch.device("cpu"))
+    test = data.evals[0].dataset
+    labels = [int(test[i]["label"]) for i in range(len(test))]
+    scores = evaluate(model, test, data.train_names, 0, 16, torch.device("cpu"))
+    top1, top5_acc = scores["top1"], scores["top5"]
     assert top1 == pytest.approx(100 * sum(lbl == top1_class for lbl in labels) / len(labels))
     assert top5_acc == pytest.approx(100 * sum(lbl in top5 for lbl in labels) / len(labels))
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -300,11 +301,15 @@ class SyntheticVideoIMU(Dataset):
     """Torch dataset over one generated split, optionally restricted to some classes.
 
     Items are {"video": float32 [T, 3, H, W] CLIP-normalised, "imu": float32 [6, T*imu_rate],
-    "label": int64 scalar tensor (global class id), "index": int (position in this dataset)}.
+    "label": int64 scalar tensor (global class id), "index": int (position in this dataset),
+    "valid": True}. With a ``sampling`` (``vidablate.data.clips.ClipSampling``) the T model
+    frames are sampled from the ``spec.num_frames`` rendered ones, augmented when training,
+    or cut into evaluation views ([V, T, 3, H, W]); the IMU is cut to the sampled frames.
     """
 
     def __init__(
-        self, spec: SyntheticSpec, split: str, classes: Sequence[int] | None = None
+        self, spec: SyntheticSpec, split: str, classes: Sequence[int] | None = None,
+        sampling: Any = None,
     ) -> None:
         data = generate_split(spec, split)
         self.spec = spec
@@ -322,6 +327,7 @@ class SyntheticVideoIMU(Dataset):
         self.imu = torch.from_numpy(data["imu"][keep])
         self.labels = data["label"][keep]
         self.windows = data["window"][keep]
+        self.sampling = None if _is_identity(sampling, spec) else sampling
         self._mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(CLIP_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
@@ -329,10 +335,33 @@ class SyntheticVideoIMU(Dataset):
         return len(self.labels)
 
     def __getitem__(self, idx: int) -> dict:
+        if self.sampling is not None:
+            return self._sampled(idx)
         frames = torch.from_numpy(self.video[idx]).permute(0, 3, 1, 2).float().div_(255.0)
         return {
             "video": (frames - self._mean) / self._std,
             "imu": self.imu[idx],
             "label": torch.tensor(int(self.labels[idx]), dtype=torch.int64),
             "index": int(idx),
+            "valid": True,
         }
+
+    def _sampled(self, idx: int) -> dict:
+        from .clips import item_rng, pack
+
+        s = self.sampling
+        views = s.indices(self.spec.num_frames, rng=item_rng())
+        video = s.pixels([self.video[idx][v] for v in views])
+        per_frame = self.imu[idx].numpy().reshape(6, self.spec.num_frames, self.spec.imu_rate)
+        imu = [per_frame[:, v].reshape(6, -1) for v in views]
+        return pack(s, video, imu, int(self.labels[idx]), int(idx))
+
+
+def _is_identity(sampling: Any, spec: SyntheticSpec) -> bool:
+    """True when sampling would feed every rendered frame once, unaugmented, in one view."""
+    if sampling is None:
+        return True
+    augment = sampling.augment is not None and sampling.augment.enabled
+    return (sampling.num_frames == spec.num_frames and sampling.image_size == spec.image_size
+            and sampling.views == 1 and not augment
+            and (sampling.mode == "sparse" or sampling.rate == 1))

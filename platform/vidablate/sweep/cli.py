@@ -11,7 +11,7 @@ from ..config import ConfigError
 from .runner import SweepSettings, run_sweep
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-SECTIONS = ("data", "model", "trainer")
+SECTIONS = ("data", "model", "trainer", "eval")
 
 
 def explicit_overrides(cfg: dict[str, Any], task_overrides: list[str]) -> dict[str, Any]:

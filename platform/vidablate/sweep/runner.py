@@ -25,6 +25,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ..config import ConfigError, dotted_to_nested, merge
+from ..data.preflight import check_data
 from ..report.table import TrialOutcome, build_table, to_markdown, write_report
 from ..train.loop import train_loop_per_worker
 from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
@@ -176,8 +177,21 @@ def _init_ray(settings: SweepSettings) -> None:
 
 
 def _train_clips(d: dict[str, Any]) -> int:
-    classes = d["num_classes"] if d["protocol"] == "closed_set" else d["base_classes"]
-    return d["train_per_class"] * classes
+    """Training clips per epoch: k-shot x classes, the synthetic split, or the manifest's rows
+    (all of them; base_novel trains on the base-class subset)."""
+    classes = d["base_classes"] if d["protocol"] == "base_novel" else d["num_classes"]
+    if d["k_shot"]:
+        return d["k_shot"] * classes
+    if d["dataset"] == "synthetic":
+        return d["train_per_class"] * classes
+    if not d["train_manifest"]:
+        return 0
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(d["train_manifest"]).num_rows
+    except OSError:
+        return 0
 
 
 def describe(space: Space, trials: list[TrialSpec], cost: bool = True) -> str:
@@ -269,6 +283,8 @@ def run_sweep(
     if settings.dry_run:
         print(describe(space, trials))
         return None
+    for line in check_data([t.experiment for t in trials]):  # before any run or trial exists
+        print(f"pre-flight: {line}", flush=True)
 
     _init_ray(settings)
     check_resources(trials, ray.cluster_resources())  # before any run is created

@@ -16,11 +16,11 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, ExperimentConfig, dotted_to_nested, merge
+from ..config import DATA_PATH_FIELDS, ConfigError, ExperimentConfig, dotted_to_nested, merge
 
 _TOP_KEYS = {"name", "paper", "title", "source", "metrics", "fixed", "seeds", "rows", "notes",
-             "kind", "objective", "num_samples", "sampler", "search"}
-_ROW_KEYS = {"name", "label", "toggles", "paper", "paper_all"}
+             "kind", "objective", "num_samples", "sampler", "search", "dataset"}
+_ROW_KEYS = {"name", "label", "toggles", "paper", "paper_all", "dataset"}
 KINDS = ("table", "hpo")
 DISTRIBUTIONS = {"loguniform": ("low", "high"), "uniform": ("low", "high"),
                  "int": ("low", "high"), "categorical": ("values",)}
@@ -41,6 +41,8 @@ class Row:
     paper: dict[str, float]
     paper_all: dict[str, Any] = field(default_factory=dict)
     """Every number the paper gives for this row (dataset -> metric -> value), for the record."""
+    dataset: str = ""
+    """A dataset preset (``conf/data/<name>.yaml``) this row runs on; empty = the sweep's."""
 
 
 @dataclass
@@ -65,6 +67,8 @@ class Space:
     sampler: str = "tpe"
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
     """HPO: dotted config key -> distribution (see ``DISTRIBUTIONS``)."""
+    dataset: str = ""
+    """A dataset preset for every row (a row's own ``dataset`` wins); empty = the command's."""
 
 
 @dataclass
@@ -144,7 +148,7 @@ def load_space(name_or_path: str | Path) -> Space:
         rows.append(Row(str(r["name"]), str(r.get("label", r["name"])),
                         dict(r.get("toggles") or {}),
                         {k: float(v) for k, v in paper.items()},
-                        dict(r.get("paper_all") or {})))
+                        dict(r.get("paper_all") or {}), str(r.get("dataset") or "")))
     if kind == "table" and not rows:
         raise SpaceError(f"{path}: 'rows' is empty")
     if kind == "hpo" and rows:
@@ -176,7 +180,7 @@ def load_space(name_or_path: str | Path) -> Space:
         source=str(raw.get("source", "")), metrics={str(k): str(v) for k, v in metrics.items()},
         fixed=dict(raw.get("fixed") or {}), seeds=list(seeds), rows=rows, path=path,
         notes=str(raw.get("notes", "")), kind=kind, objective=objective,
-        num_samples=num_samples, search=search,
+        num_samples=num_samples, search=search, dataset=str(raw.get("dataset") or ""),
     )
 
 
@@ -234,12 +238,18 @@ def expand(
     (explicit command-line settings) < the row's toggles < the seed.
     """
     trials = []
-    common = merge(merge(base or {}, dotted_to_nested(space.fixed)), overrides or {})
+    fixed = merge(base or {}, dataset_preset(space.dataset, f"{space.path}: dataset"))
+    fixed = merge(fixed, dotted_to_nested(space.fixed))
+    common = merge(fixed, overrides or {})
     if space.kind == "hpo":
         return _probe_hpo(space, common, seeds)
     for row in space.rows:
+        row_base = common
+        if row.dataset:
+            where = f"{space.path}: row {row.name!r}: dataset"
+            row_base = merge(merge(fixed, dataset_preset(row.dataset, where)), overrides or {})
         for seed in seeds or space.seeds:
-            exp = merge(merge(common, dotted_to_nested(row.toggles)), {"trainer": {"seed": seed}})
+            exp = merge(merge(row_base, dotted_to_nested(row.toggles)), {"trainer": {"seed": seed}})
             where = f"{space.path}: row {row.name!r}"
             cfg = _validated(space, exp, where)
             key = f"{row.name}-s{seed}"
@@ -250,10 +260,50 @@ def expand(
 
 def _validated(space: Space, exp: dict[str, Any], where: str) -> ExperimentConfig:
     try:
-        return ExperimentConfig.from_dict(exp, where=where).validate()
+        cfg = ExperimentConfig.from_dict(exp, where=where).validate()
     except ConfigError as err:
         msg = str(err)
         raise SpaceError(msg if msg.startswith(str(space.path)) else f"{where}: {msg}") from err
+    return absolute_data_paths(cfg)
+
+
+def absolute_data_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Make dataset paths absolute on the driver: Tune runs trials in their own directories."""
+    d = cfg.data
+    for name in DATA_PATH_FIELDS:
+        if getattr(d, name):
+            setattr(d, name, str(Path(getattr(d, name)).resolve()))
+    d.cross_manifests = [str(Path(p).resolve()) for p in d.cross_manifests]
+    return cfg
+
+
+def dataset_dirs() -> list[Path]:
+    """Where a dataset preset ``NAME`` is looked up: $VIDABLATE_DATASETS, the package's
+    ``conf/data`` (the same files as the Hydra ``data=NAME`` group)."""
+    dirs = [Path(os.environ["VIDABLATE_DATASETS"])] if os.environ.get("VIDABLATE_DATASETS") else []
+    return dirs + [Path(__file__).resolve().parents[1] / "conf" / "data"]
+
+
+def dataset_preset(name: str, where: str) -> dict[str, Any]:
+    """``{"data": {...}}`` from a preset name or YAML path (``${oc.env:...}`` resolved);
+    ``{}`` for an empty name."""
+    if not name:
+        return {}
+    candidates = [Path(name)] if name.endswith((".yaml", ".yml")) else []
+    candidates += [d / f"{name}.yaml" for d in dataset_dirs()]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        known = sorted({p.stem for d in dataset_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+        raise SpaceError(f"{where}={name!r}: no such dataset preset; known: {known}")
+    from omegaconf import OmegaConf
+
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as err:  # noqa: BLE001 - YAML or interpolation errors, reported by file
+        raise SpaceError(f"{where}={name!r}: {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{where}={name!r}: {path} must be a mapping of data.* keys")
+    return {"data": raw}
 
 
 def _probe_hpo(space: Space, common: dict[str, Any], seeds: list[int] | None

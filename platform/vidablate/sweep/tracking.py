@@ -20,7 +20,14 @@ SWEEP_TAG = "vidablate.sweep_id"
 TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm", "top1",
-                   "top5")
+                   "top5", "top1_std", "top5_std", "corrupt_train", "corrupt_eval")
+KSHOT_KEY = "kshot_split"
+"""A trial's first report carries its drawn k-shot list (JSON), saved as an artifact."""
+
+
+def tracked(key: str) -> bool:
+    """Metrics logged to MLflow: the fixed set plus per-split cross-dataset accuracies."""
+    return key in TRACKED_METRICS or key.startswith("top1_split")
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
@@ -144,10 +151,13 @@ class MLflowTrialCallback(Callback):
         run_id = self._run(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(result[k]), now, step) for k in TRACKED_METRICS
-                   if isinstance(result.get(k), (int, float)) and math.isfinite(result[k])]
+        metrics = [Metric(k, float(v), now, step) for k, v in result.items()
+                   if tracked(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(v)]
         if run_id and metrics:
             self.client.log_batch(run_id, metrics=metrics)
+        if run_id and isinstance(result.get(KSHOT_KEY), str):
+            self.client.log_text(run_id, result[KSHOT_KEY], f"{KSHOT_KEY}.json")
         if self.printer:
             key = self._key(trial)
             total = self.epochs.get(key, self.epochs.get("*", "?"))

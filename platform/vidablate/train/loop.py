@@ -6,6 +6,7 @@ Ray Train picks the backend: ``TorchTrainer`` uses NCCL when ``use_gpu`` and glo
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import tempfile
@@ -20,10 +21,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import ExperimentConfig, TrainConfig
-from ..data.protocols import build_zero_shot
+from ..data.protocols import ProtocolData, build_protocol, protocol_metrics
 from ..model import VideoCLIP, build_model
+from ..sweep.tracking import KSHOT_KEY
 from .checkpoint import load_state, save_state
-from .metrics import harmonic_mean
 
 
 def seed_everything(seed: int) -> None:
@@ -77,6 +78,33 @@ def _all_reduce(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def loader_workers(cfg: ExperimentConfig) -> int:
+    """DataLoader processes per Ray Train worker (``data.loader_workers``; -1 = auto)."""
+    if cfg.data.loader_workers >= 0:
+        return cfg.data.loader_workers
+    return 0 if cfg.data.is_synthetic else max(cfg.trainer.cpus_per_worker - 1, 1)
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int, prefetch: int,
+                device: torch.device, **kwargs: Any) -> DataLoader:
+    """Decode in ``workers`` processes (kept alive across epochs), ``prefetch`` batches ahead,
+    into pinned memory on GPU so host-to-device copies overlap compute."""
+    extra: dict[str, Any] = {}
+    if workers > 0:
+        extra = {"persistent_workers": True, "prefetch_factor": prefetch}
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                      pin_memory=device.type == "cuda", **extra, **kwargs)
+
+
+def score_views(logits: torch.Tensor, batch: int, views: int, average: str) -> torch.Tensor:
+    """[B*V, C] per-view logits -> [B, C] clip scores: mean of softmax (``prob``, X-CLIP's
+    multi-view inference) or mean of logits (``logit``)."""
+    per_view = logits.float().view(batch, views, -1)
+    if average == "prob":
+        return per_view.softmax(dim=-1).mean(dim=1)
+    return per_view.mean(dim=1)
+
+
 @torch.no_grad()
 def evaluate(
     model: VideoCLIP,
@@ -88,37 +116,92 @@ def evaluate(
     rank: int = 0,
     world: int = 1,
     autocast: bool = False,
-) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy (%) over ``names`` only; each rank scores a disjoint shard (no
-    padding)."""
+    average: str = "prob",
+    workers: int = 0,
+    prefetch: int = 2,
+) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) over ``names`` only, each rank scoring a disjoint shard (no
+    padding). Multi-view items ([B, V, T, 3, H, W]) are scored per view and averaged. Clips
+    that failed to decode are left out of the accuracy and counted in ``corrupt``."""
     model.eval()
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
-    counts = torch.zeros(3, dtype=torch.float64, device=device)
+    counts = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, clips, corrupt
     k = min(5, len(names))
-    for batch in DataLoader(shard, batch_size=batch_size):
+    for batch in make_loader(shard, batch_size, workers, prefetch, device):
         batch = _to(batch, device)
+        video, imu = batch["video"], batch.get("imu")
+        b = video.shape[0]
+        views = video.shape[1] if video.dim() == 6 else 1
+        if views > 1:
+            video = video.flatten(0, 1)
+            imu = imu.flatten(0, 1) if imu is not None else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits, _ = model(batch["video"], batch.get("imu"), names)
+            logits, _ = model(video, imu, names)
+        scores = score_views(logits, b, views, average)
+        valid = batch["valid"].bool() if "valid" in batch else torch.ones(b, dtype=torch.bool,
+                                                                           device=device)
         target = batch["label"] - label_offset
-        topk = logits.float().topk(k, dim=-1).indices
-        counts[0] += (topk[:, 0] == target).sum()
-        counts[1] += (topk == target[:, None]).any(dim=-1).sum()
-        counts[2] += target.numel()
-    top1, top5, total = _all_reduce(counts).tolist()
-    return 100.0 * top1 / max(total, 1.0), 100.0 * top5 / max(total, 1.0)
+        topk = scores.topk(k, dim=-1).indices
+        counts[0] += ((topk[:, 0] == target) & valid).sum()
+        counts[1] += ((topk == target[:, None]).any(dim=-1) & valid).sum()
+        counts[2] += valid.sum()
+        counts[3] += (~valid).sum()
+    top1, top5, total, corrupt = _all_reduce(counts).tolist()
+    return {"top1": 100.0 * top1 / max(total, 1.0), "top5": 100.0 * top5 / max(total, 1.0),
+            "clips": total, "corrupt": corrupt}
 
 
-def evaluate_protocol(model: VideoCLIP, data: Any, cfg: ExperimentConfig, device: torch.device,
-                      rank: int, world: int, autocast: bool) -> dict[str, float]:
-    """The protocol's metrics: base_acc, novel_acc, hm (base/novel) or top1, top5 (closed set)."""
-    bs = cfg.trainer.eval_batch_size
-    base, base5 = evaluate(model, data.test_base, data.base_names, 0, bs, device, rank, world,
-                           autocast)
-    if data.test_novel is None:
-        return {"top1": base, "top5": base5}
-    novel, _ = evaluate(model, data.test_novel, data.novel_names, data.num_base, bs, device,
-                        rank, world, autocast)
-    return {"base_acc": base, "novel_acc": novel, "hm": harmonic_mean(base, novel)}
+def evaluate_protocol(model: VideoCLIP, data: ProtocolData, cfg: ExperimentConfig,
+                      device: torch.device, rank: int, world: int, autocast: bool
+                      ) -> dict[str, float]:
+    """The protocol's metrics (``vidablate.data.protocols.protocol_metrics``) plus
+    ``corrupt_eval``, the clips that failed to decode."""
+    results, corrupt = {}, 0.0
+    for s in data.evals:
+        scores = evaluate(model, s.dataset, s.names, s.label_offset, cfg.trainer.eval_batch_size,
+                          device, rank, world, autocast, cfg.eval.average, loader_workers(cfg),
+                          cfg.data.prefetch_factor)
+        results[s.name] = (scores["top1"], scores["top5"])
+        corrupt += scores["corrupt"]
+    return {**protocol_metrics(data.protocol, results), "corrupt_eval": corrupt}
+
+
+def mixer(cfg: ExperimentConfig, num_classes: int) -> Any:
+    """torchvision's MixUp / CutMix (one drawn per batch when both are on), or None."""
+    from torchvision.transforms import v2
+
+    d = cfg.data
+    ops = []
+    if d.mixup:
+        ops.append(v2.MixUp(alpha=d.mixup, num_classes=num_classes))
+    if d.cutmix:
+        ops.append(v2.CutMix(alpha=d.cutmix, num_classes=num_classes))
+    if not ops:
+        return None
+    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+
+
+def train_batch(batch: dict[str, Any], mix: Any) -> tuple[torch.Tensor, Any, torch.Tensor,
+                                                           float]:
+    """(video, imu, target, weight) for one step: clips that failed to decode are dropped;
+    when none is left the step still runs on the placeholders with weight 0, so every DDP
+    rank takes part in the gradient all-reduce. Mixing makes targets soft [B, C]."""
+    video, imu, target = batch["video"], batch.get("imu"), batch["label"]
+    weight = 1.0
+    valid = batch.get("valid")
+    if valid is not None and not bool(valid.all()):
+        keep = valid.bool()
+        if bool(keep.any()):
+            video, target = video[keep], target[keep]
+            imu = imu[keep] if imu is not None else None
+        else:
+            weight = 0.0
+    if mix is not None and video.shape[0] > 1:
+        from torchvision import tv_tensors
+
+        mixed, target = mix(tv_tensors.Video(video), target)
+        video = mixed.as_subclass(torch.Tensor)
+    return video, imu, target, weight
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -133,10 +216,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     autocast = cfg.trainer.amp and device.type == "cuda"
 
     seed_everything(cfg.trainer.seed)  # identical init on every rank; data order from sampler
-    data = build_zero_shot(cfg.data)
+    data = build_protocol(cfg)
     model = build_model(cfg.model, cfg.data.num_frames).to(device)
+    once = {KSHOT_KEY: json.dumps(data.kshot, indent=1)} if data.kshot else {}
     if cfg.trainer.epochs == 0:  # zero-shot: evaluate the initial model, train nothing
-        metrics = {"epoch": 0, "world_size": world}
+        metrics = {"epoch": 0, "world_size": world, **once}
         metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast))
         ray.train.report(metrics)
         return
@@ -151,29 +235,34 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         run_id = run_id or state["mlflow_run_id"]
     wrapped = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
 
+    assert data.train is not None
     per_worker = max(cfg.trainer.batch_size // max(world, 1), 1)
     sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True,
                                  seed=cfg.trainer.seed, drop_last=True)
-    loader = DataLoader(data.train, batch_size=per_worker, sampler=sampler, drop_last=True,
-                        pin_memory=device.type == "cuda")
+    loader = make_loader(data.train, per_worker, loader_workers(cfg), cfg.data.prefetch_factor,
+                         device, sampler=sampler, drop_last=True)
+    mix = mixer(cfg, len(data.train_names))
 
     for epoch in range(start_epoch, cfg.trainer.epochs):
         sampler.set_epoch(epoch)
         model.train()
-        sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, ce, kd, batches
+        sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, ce, kd, batches, bad
         for batch in loader:
             batch = _to(batch, device)
+            if "valid" in batch:
+                sums[4] += (~batch["valid"].bool()).sum()
+            video, imu, target, weight = train_batch(batch, mix)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits, out = wrapped(batch["video"], batch.get("imu"), data.base_names)
-            parts = model.loss(logits.float(), out, batch["label"], cfg.trainer.label_smoothing)
+                logits, out = wrapped(video, imu, data.train_names)
+            parts = model.loss(logits.float(), out, target, cfg.trainer.label_smoothing)
             for opt in optimizers.values():
                 opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
+            (parts["loss"] * weight).backward()
             for opt in optimizers.values():
                 opt.step()
-            sums += torch.stack([parts["loss"].detach(), parts["ce"].detach(),
-                                 parts.get("kd", torch.zeros((), device=device)).detach(),
-                                 torch.ones((), device=device)]).double()
+            sums[:4] += torch.stack([parts["loss"].detach(), parts["ce"].detach(),
+                                     parts.get("kd", torch.zeros((), device=device)).detach(),
+                                     torch.ones((), device=device)]).double()
         for sched in schedulers.values():
             sched.step()
         sums = _all_reduce(sums)
@@ -183,12 +272,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_loss": float(sums[0]) / n,
             "train_ce": float(sums[1]) / n,
             "train_kd": float(sums[2]) / n,
+            "corrupt_train": float(sums[4]),
             "world_size": world,
+            **(once if epoch == start_epoch else {}),
         }
         last = epoch + 1 == cfg.trainer.epochs
         if last or (epoch + 1) % cfg.trainer.eval_every == 0:
             metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast))
-        history.append({**metrics, "finished_at": time.time()})
+        history.append({**{k: v for k, v in metrics.items() if k != KSHOT_KEY},
+                        "finished_at": time.time()})
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None

@@ -1,0 +1,79 @@
+"""Pre-flight data checks on the driver, before any trial starts: every manifest of every trial
+is validated once (files, decodability, labels, IMU), class-name files are matched to
+``data.num_classes``, and k-shot draws are checked to be possible. All problems of all
+manifests are reported together in one error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, ExperimentConfig
+
+
+def _jobs(cfg: ExperimentConfig) -> list[tuple[str, str, str, str]]:
+    """(field, manifest, class-names file, root) for every manifest the trial reads."""
+    d = cfg.data
+    jobs = []
+    if d.train_manifest and cfg.trainer.epochs > 0:
+        jobs.append(("data.train_manifest", d.train_manifest, d.class_names_file))
+    if d.protocol != "cross_dataset":
+        jobs.append(("data.test_manifest", d.test_manifest, d.class_names_file))
+    for m in d.cross_manifests:
+        jobs.append(("data.cross_manifests", m, d.cross_class_names_file))
+    return [(f, m, c, d.video_root or str(Path(m).parent)) for f, m, c in jobs]
+
+
+def check_data(experiments: list[dict[str, Any]], workers: int = 8) -> list[str]:
+    """Validate the data of every experiment dict; returns one line per manifest checked and
+    raises ConfigError listing every problem found."""
+    from .manifest import ManifestError, read_class_names, read_manifest, validate_manifest
+    from .protocols import kshot_indices
+
+    problems: list[str] = []
+    lines: list[str] = []
+    seen: set[tuple[Any, ...]] = set()
+    for raw in experiments:
+        cfg = ExperimentConfig.from_dict(raw)
+        d = cfg.data
+        if d.is_synthetic or not d.validate:
+            continue
+        names: dict[str, list[str]] = {}
+        for field, manifest, class_file, root in _jobs(cfg):
+            if class_file not in names:
+                try:
+                    names[class_file] = read_class_names(class_file)
+                except (ManifestError, OSError) as err:
+                    problems.append(f"{class_file}: {err}")
+                    continue
+            key = (manifest, class_file, root, d.validate_decode, cfg.model.uses_imu, d.decoder)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                report = validate_manifest(
+                    manifest, root=root, class_names=names[class_file],
+                    decode=d.validate_decode, imu=True if cfg.model.uses_imu else None,
+                    backend=d.decoder, workers=workers, fps=d.fps)
+            except (ManifestError, OSError) as err:
+                problems.append(f"{field}: {err}")
+                continue
+            lines.append(f"{field}: {manifest}: {report.checked} clips checked, "
+                         f"{sum(len(v) for v in report.problems.values())} problem(s)")
+            if not report.ok:
+                problems.append(f"{field}: {report.summary()}")
+        if d.class_names_file in names and len(names[d.class_names_file]) != d.num_classes:
+            problems.append(f"data.num_classes={d.num_classes} but data.class_names_file="
+                            f"{d.class_names_file} names {len(names[d.class_names_file])} classes")
+        if d.k_shot and d.train_manifest and cfg.trainer.epochs > 0 and not d.k_shot_file:
+            try:
+                labels = read_manifest(d.train_manifest).column("label").to_numpy()
+                classes = (list(range(d.base_classes)) if d.protocol == "base_novel"
+                           else list(range(d.num_classes)))
+                kshot_indices(labels, classes, d.k_shot, 0)
+            except (ConfigError, OSError) as err:
+                problems.append(f"data.train_manifest={d.train_manifest}: {err}")
+    if problems:
+        raise ConfigError("pre-flight data check failed (no trial was started):\n  "
+                          + "\n  ".join(dict.fromkeys(problems)))
+    return lines
