@@ -453,6 +453,10 @@ class TrainConfig:
     """Save a resumable checkpoint every k epochs (and always after the last)."""
     max_failures: int = 2
     """Ray Train worker-failure retries; each retry resumes from the last checkpoint."""
+    preemption_check_every: int = 20
+    """Training steps between checks of ``ray.train.get_preemption_info()`` (a barrier across
+    workers); when a node is about to be preempted a just-in-time checkpoint is saved mid-epoch
+    and the restarted run resumes at that step. 0 = off."""
     eval_batch_size: int = 64
     eval_every: int = 1
     """Evaluate base/novel accuracy every k epochs (and always after the last)."""
@@ -525,6 +529,8 @@ class ExperimentConfig:
                                   f"got {getattr(t, name)!r}")
         if t.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"trainer.lr_schedule must be constant|cosine, got {t.lr_schedule!r}")
+        if t.preemption_check_every < 0:
+            raise ConfigError("trainer.preemption_check_every must be >= 0 (0 = off)")
         if t.num_workers < 0 or t.max_failures < 0:
             raise ConfigError("trainer.num_workers and trainer.max_failures must be >= 0")
         if t.num_workers > 1 and t.batch_size % t.num_workers:

@@ -57,6 +57,11 @@ def base_novel_classes(num_classes: int, base: int) -> tuple[list[int], list[int
     return list(range(base)), list(range(base, num_classes))
 
 
+PROTOCOL_METRICS = {"base_novel": ("base_acc", "novel_acc", "hm"),
+                    "closed_set": ("top1", "top5"), "cross_dataset": ("top1", "top5")}
+"""The headline metrics each protocol reports."""
+
+
 def protocol_metrics(protocol: str, results: dict[str, tuple[float, float]]
                      ) -> dict[str, float]:
     """Combine per-set (top-1, top-5) into the protocol's reported metrics."""

@@ -30,6 +30,7 @@ from ..report.table import TrialOutcome, build_table, to_markdown, write_report
 from ..train.loop import train_loop_per_worker
 from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
 from .tracking import (
+    DIVERGED_KEY,
     HPOTrialCallback,
     MLflowTrialCallback,
     SweepTracker,
@@ -162,6 +163,67 @@ def check_resources(trials: list[TrialSpec], resources: dict[str, float]) -> Non
                 f"{resources.get('CPU', 0):g}")
 
 
+def check_storage(storage: str) -> None:
+    """The sweep's storage must be writable (a local folder) or a filesystem pyarrow knows (a
+    cloud URI); checked without creating anything."""
+    if "://" in storage:
+        import pyarrow.fs
+
+        try:
+            pyarrow.fs.FileSystem.from_uri(storage)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds
+            raise ConfigError(f"storage_path={storage!r}: {type(err).__name__}: {err}") from None
+        return
+    path = Path(storage)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage_path={storage!r} is not writable ({existing} is "
+                          f"{'not a folder' if not existing.is_dir() else 'read-only'}); pass "
+                          f"storage_path=<a writable folder, shared by all nodes, or a cloud URI>")
+
+
+def check_tracking(uri: str) -> None:
+    """A tracking server must answer its health check; a sqlite store's folder must exist."""
+    if uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as reply:
+                reply.read(64)
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConfigError(
+                f"tracking_uri={_redact(uri)}: the MLflow server does not answer ({reason}); "
+                f"start it (mlflow server --host 127.0.0.1 --port 5000) or pass "
+                f"tracking_uri=sqlite:///$PWD/mlflow.db") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ConfigError(f"tracking_uri={uri}: {folder} is not a writable folder")
+
+
+def _redact(uri: str) -> str:
+    """A URI without the password part of ``user:password@host`` (never print credentials)."""
+    import re
+
+    return re.sub(r"//([^/:@]+):[^/@]*@", r"//\1:***@", uri)
+
+
+def check_local_gpu(trials: list[TrialSpec], settings: SweepSettings) -> None:
+    """A new local cluster has the GPUs this machine has: fail before starting Ray when a
+    trial asks for one and there is none (a remote cluster is checked once connected)."""
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+    gpu = [t.key for t in trials if t.experiment["trainer"]["use_gpu"]]
+    if address == "local" and gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.use_gpu=true (trial {gpu[0]}) but this machine has no "
+                              f"CUDA GPU; set trainer.use_gpu=false or ray_address=<a cluster "
+                              f"with GPUs>")
+
+
 def _init_ray(settings: SweepSettings) -> None:
     if ray.is_initialized():
         return
@@ -283,6 +345,9 @@ def run_sweep(
     if settings.dry_run:
         print(describe(space, trials))
         return None
+    check_storage(_storage(settings))
+    check_tracking(resolve_tracking_uri(settings.tracking_uri))
+    check_local_gpu(trials, settings)
     for line in check_data([t.experiment for t in trials]):  # before any run or trial exists
         print(f"pre-flight: {line}", flush=True)
 
@@ -300,7 +365,7 @@ def run_sweep(
         return _run_hpo(space, trials[0], sid, tracker, parent_id, created, storage, settings)
     run_ids = {t.key: tracker.child_run(sid, parent_id, t) for t in trials}
     print(f"sweep {sid}: {len(trials)} trials; storage {storage}/{sid}; "
-          f"MLflow {tracking_uri} (experiment {experiment_name!r}, parent run {parent_id}"
+          f"MLflow {_redact(tracking_uri)} (experiment {experiment_name!r}, parent run {parent_id}"
           f"{'' if created else ', resumed'})", flush=True)
 
     trial_payload = {t.key: {"experiment": t.experiment, "run_id": run_ids[t.key]}
@@ -339,10 +404,7 @@ def run_sweep(
         t = by_key[key]
         metrics = {k: float(v) for k, v in (result.metrics or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        done = metrics.get("epoch") == t.experiment["trainer"]["epochs"]
-        status = "ok" if result.error is None and done else "failed"
-        outcomes[key] = TrialOutcome(t.row, t.seed, metrics, status,
-                                     "" if result.error is None else str(result.error)[:2000])
+        outcomes[key] = _outcome(t, result, metrics)
     for t in trials:
         outcomes.setdefault(t.key, TrialOutcome(t.row, t.seed, {}, "missing"))
     ordered = [outcomes[t.key] for t in trials]
@@ -371,6 +433,17 @@ def run_sweep(
                        ordered, trials)
 
 
+def _outcome(t: TrialSpec, result: Any, metrics: dict[str, float]) -> TrialOutcome:
+    """ok only when the trial reached its last epoch without error or divergence."""
+    diverged = (result.metrics or {}).get(DIVERGED_KEY)
+    if isinstance(diverged, str):
+        return TrialOutcome(t.row, t.seed, {}, "diverged", diverged)
+    done = metrics.get("epoch") == t.experiment["trainer"]["epochs"]
+    status = "ok" if result.error is None and done else "failed"
+    return TrialOutcome(t.row, t.seed, metrics, status,
+                        "" if result.error is None else str(result.error)[:2000])
+
+
 def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, parent_id: str,
              created: bool, storage: str, settings: SweepSettings) -> SweepReport:
     """Optuna TPE through Ray Tune's OptunaSearch: ``num_samples`` trials, each one
@@ -381,7 +454,7 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
     metric, mode = space.objective["metric"], space.objective["mode"]
     epochs = int(template.experiment["trainer"]["epochs"])
     print(f"sweep {sid}: Optuna TPE, {space.num_samples} trials on {metric} ({mode}); storage "
-          f"{storage}/{sid}; MLflow {tracker.tracking_uri} (experiment "
+          f"{storage}/{sid}; MLflow {_redact(tracker.tracking_uri)} (experiment "
           f"{tracker.experiment!r}, parent run {parent_id}{'' if created else ', resumed'})",
           flush=True)
     trainable = tune.with_resources(
@@ -455,16 +528,45 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
 def _restore(exp_path: str, trainable: Any, settings: SweepSettings) -> tune.Tuner | None:
     """The Tuner of an earlier run of this sweep when resuming is on and one exists: finished
     trials are kept, errored and unfinished ones continue from their checkpoints."""
-    if settings.resume and tune.Tuner.can_restore(exp_path):
+    if not settings.resume:
+        return None
+    try:
+        if not tune.Tuner.can_restore(exp_path):
+            return None
+        _read_tune_state(exp_path)  # Tune would log a damaged state and silently start over
         print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
         return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
-    return None
+    except Exception as err:  # noqa: BLE001 - a damaged state file fails in many ways
+        raise ConfigError(
+            f"the saved Tune state of this sweep in {exp_path} cannot be read "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}). "
+            f"The trials' checkpoints and MLflow runs are intact: re-run the same command with "
+            f"resume=false to start the Tune experiment afresh. Finished trials then report "
+            f"their final result from their last checkpoint without training again, unfinished "
+            f"ones continue from theirs, and the MLflow runs are reused.") from None
+
+
+def _read_tune_state(exp_path: str) -> dict[str, Any]:
+    """Parse the newest ``experiment_state-*.json`` of a Tune experiment (local or URI)."""
+    import json
+
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(exp_path) if "://" in exp_path else (
+        pyarrow.fs.LocalFileSystem(), exp_path)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
+    states = sorted(i.path for i in infos
+                    if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
+    if not states:
+        raise ValueError(f"no experiment_state-*.json in {exp_path}")
+    with fs.open_input_stream(states[-1]) as f:
+        return json.loads(f.read().decode())
 
 
 def _browse(store: str) -> str:
     """How to look at the results in MLflow."""
     return f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite") \
-        else f"open {store}"
+        else f"open {_redact(store)}"
 
 
 def _distribution(dim: dict[str, Any]) -> Any:

@@ -23,6 +23,11 @@ TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc"
                    "top5", "top1_std", "top5_std", "corrupt_train", "corrupt_eval")
 KSHOT_KEY = "kshot_split"
 """A trial's first report carries its drawn k-shot list (JSON), saved as an artifact."""
+DIVERGED_KEY = "diverged"
+"""Reported (with the reason) when the training loss is not finite; the trial stops, its run
+is marked FAILED with the reason as the ``vidablate.failure`` tag."""
+REPLAYED_KEY = "replayed"
+"""Marks a report that repeats a finished trial's final result; it is not logged again."""
 
 
 def tracked(key: str) -> bool:
@@ -123,10 +128,12 @@ class MLflowTrialCallback(Callback):
         self.num_trials = 0
         self._client: MlflowClient | None = None
         self._started = time.time()
+        self._logged: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # the client is rebuilt after a restore
         state = dict(self.__dict__)
         state["_client"] = None
+        state["_logged"] = {}  # re-read from MLflow: the driver may have logged more since
         return state
 
     @property
@@ -138,6 +145,16 @@ class MLflowTrialCallback(Callback):
     def _key(self, trial: Any) -> str:
         return str(trial.config.get("trial"))
 
+    def _last_step(self, run_id: str) -> int:
+        """The last epoch logged to a run (read from MLflow once per driver). A trial that
+        restarts from a checkpoint older than its last report repeats epochs; their metrics
+        are not logged a second time, so each run has one value per epoch."""
+        if run_id not in self._logged:
+            steps = [m.step for key in ("train_loss", "top1", "hm")
+                     for m in self.client.get_metric_history(run_id, key)]
+            self._logged[run_id] = max(steps, default=-1)
+        return self._logged[run_id]
+
     def _run(self, trial: Any) -> str | None:
         return self.run_ids.get(self._key(trial))
 
@@ -148,14 +165,19 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        if result.get(REPLAYED_KEY):
+            return
         run_id = self._run(trial)
+        if run_id and isinstance(result.get(DIVERGED_KEY), str):
+            self.client.set_tag(run_id, "vidablate.failure", result[DIVERGED_KEY][:5000])
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
                    if tracked(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
                    and math.isfinite(v)]
-        if run_id and metrics:
+        if run_id and metrics and step > self._last_step(run_id):
             self.client.log_batch(run_id, metrics=metrics)
+            self._logged[run_id] = step
         if run_id and isinstance(result.get(KSHOT_KEY), str):
             self.client.log_text(run_id, result[KSHOT_KEY], f"{KSHOT_KEY}.json")
         if self.printer:
@@ -172,7 +194,8 @@ class MLflowTrialCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run(trial)
         if run_id:
-            self.client.set_terminated(run_id, "FINISHED")
+            diverged = isinstance((trial.last_result or {}).get(DIVERGED_KEY), str)
+            self.client.set_terminated(run_id, "FAILED" if diverged else "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run(trial)

@@ -58,8 +58,12 @@ def save_state(
     epoch: int,
     history: list[dict[str, float]],
     mlflow_run_id: str | None,
+    step: int = 0,
+    partial: list[float] | None = None,
 ) -> Path:
-    """Write everything needed to continue after ``epoch`` (the number of finished epochs)."""
+    """Write everything needed to continue after ``epoch`` finished epochs and ``step`` batches
+    of the next one (a just-in-time checkpoint on preemption; ``partial`` holds that epoch's
+    running loss sums)."""
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     path = Path(directory) / STATE_FILE
     torch.save(
@@ -72,6 +76,8 @@ def save_state(
             "history": history,
             "rng": rng_state(),
             "mlflow_run_id": mlflow_run_id,
+            "step": step,
+            "partial": list(partial or []),
         },
         path,
     )

@@ -21,9 +21,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import ExperimentConfig, TrainConfig
-from ..data.protocols import ProtocolData, build_protocol, protocol_metrics
+from ..data.protocols import PROTOCOL_METRICS, ProtocolData, build_protocol, protocol_metrics
 from ..model import VideoCLIP, build_model
-from ..sweep.tracking import KSHOT_KEY
+from ..sweep.tracking import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
 from .checkpoint import load_state, save_state
 
 
@@ -204,6 +204,37 @@ def train_batch(batch: dict[str, Any], mix: Any) -> tuple[torch.Tensor, Any, tor
     return video, imu, target, weight
 
 
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler whose epoch can start after the first ``skip`` indices of this rank,
+    so a run restored from a mid-epoch (just-in-time) checkpoint continues the same order."""
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[getattr(self, "skip", 0):])
+
+    def __len__(self) -> int:
+        return super().__len__() - getattr(self, "skip", 0)
+
+
+def _jit_checkpoint(rank: int, model: VideoCLIP, optimizers: dict, schedulers: dict, epoch: int,
+                    step: int, sums: torch.Tensor, history: list, run_id: str | None) -> None:
+    """Ray Train says a node is about to be preempted: save mid-epoch state now and keep
+    training; the restarted run resumes at this step instead of at the epoch's start. The
+    running loss sums are saved summed over ranks (rank 0 takes them back on resume)."""
+    total = _all_reduce(sums.clone())
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if rank == 0:
+            save_state(tmp, model, optimizers, schedulers, epoch, history, run_id, step=step,
+                       partial=total.tolist())
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report({"epoch": epoch, "jit_checkpoint_step": step}, checkpoint=ckpt)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. ``loop_config``: {"experiment": dict, "mlflow_run_id": str|None}."""
     cfg = ExperimentConfig.from_dict(loop_config["experiment"]).validate()
@@ -237,17 +268,31 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     assert data.train is not None
     per_worker = max(cfg.trainer.batch_size // max(world, 1), 1)
-    sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True,
-                                 seed=cfg.trainer.seed, drop_last=True)
+    sampler = ResumableSampler(data.train, num_replicas=world, rank=rank, shuffle=True,
+                               seed=cfg.trainer.seed, drop_last=True)
+    resume_step, partial = 0, None
+    if checkpoint is not None and state.get("step"):
+        resume_step, partial = int(state["step"]), state.get("partial")
     loader = make_loader(data.train, per_worker, loader_workers(cfg), cfg.data.prefetch_factor,
                          device, sampler=sampler, drop_last=True)
     mix = mixer(cfg, len(data.train_names))
+    if start_epoch >= cfg.trainer.epochs and history:
+        # Restored from the final checkpoint (a sweep restarted from scratch over finished
+        # trials): report the finished result again, marked so it is not logged twice.
+        final = {k: v for k, v in history[-1].items() if k != "finished_at"}
+        ray.train.report({**final, REPLAYED_KEY: True})
+        return
 
+    check_every = cfg.trainer.preemption_check_every
     for epoch in range(start_epoch, cfg.trainer.epochs):
-        sampler.set_epoch(epoch)
+        skip = resume_step if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, skip=skip * per_worker)
         model.train()
         sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, ce, kd, batches, bad
-        for batch in loader:
+        if skip and partial and rank == 0:  # the epoch's sums over all ranks so far
+            sums += torch.tensor(partial, dtype=torch.float64, device=device)
+        jit_saved = False
+        for step, batch in enumerate(loader, start=skip + 1):
             batch = _to(batch, device)
             if "valid" in batch:
                 sums[4] += (~batch["valid"].bool()).sum()
@@ -263,10 +308,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             sums[:4] += torch.stack([parts["loss"].detach(), parts["ce"].detach(),
                                      parts.get("kd", torch.zeros((), device=device)).detach(),
                                      torch.ones((), device=device)]).double()
+            if check_every and step % check_every == 0 and not jit_saved \
+                    and ray.train.get_preemption_info() is not None:  # a barrier on all ranks
+                jit_saved = True
+                _jit_checkpoint(rank, model, optimizers, schedulers, epoch, step, sums,
+                                history, run_id)
         for sched in schedulers.values():
             sched.step()
         sums = _all_reduce(sums)
         n = max(float(sums[3]), 1.0)
+        if not math.isfinite(float(sums[0])):  # the same all-reduced value on every rank
+            nan = dict.fromkeys(PROTOCOL_METRICS[cfg.data.protocol], math.nan)  # HPO needs them
+            ray.train.report({"epoch": epoch + 1, "world_size": world, **nan, DIVERGED_KEY: (
+                f"train_loss is {float(sums[0]) / n} in epoch {epoch + 1}: the trial "
+                f"diverged (lower the learning rates trainer.lr_visual={cfg.trainer.lr_visual}"
+                f" / trainer.lr_new={cfg.trainer.lr_new})")})
+            return
         metrics: dict[str, float] = {
             "epoch": epoch + 1,
             "train_loss": float(sums[0]) / n,

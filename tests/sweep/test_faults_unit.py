@@ -1,0 +1,258 @@
+"""Robustness without a cluster: pre-flight errors before anything starts, a diverged trial
+reported as failed (never as a number), one MLflow value per epoch when epochs repeat, a
+finished trial replayed without training, and a damaged Tune state turned into advice."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import ray.train
+from mlflow.tracking import MlflowClient
+from ray.train.torch import TorchTrainer
+
+from vidablate.config import ConfigError, ExperimentConfig
+from vidablate.report.table import TrialOutcome, build_table, to_markdown
+from vidablate.sweep.runner import (
+    SweepSettings,
+    _outcome,
+    _redact,
+    _restore,
+    check_storage,
+    check_tracking,
+    run_sweep,
+)
+from vidablate.sweep.space import TrialSpec, load_space
+from vidablate.sweep.tracking import DIVERGED_KEY, MLflowTrialCallback
+from vidablate.train.loop import train_loop_per_worker
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _settings(tmp_path: Path, **kw) -> SweepSettings:
+    return SweepSettings(**{"storage_path": str(tmp_path / "ray_results"),
+                            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", **kw})
+
+
+def _nothing_created(tmp_path: Path) -> None:
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_storage_that_is_not_a_writable_folder_fails_before_anything(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="storage_path=.*not writable.*not a folder"):
+        check_storage(str(blocker / "ray_results"))
+    check_storage(str(tmp_path / "new" / "deeper"))  # creatable: fine, and nothing is created
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ConfigError, match="storage_path='nosuchscheme://bucket/x'"):
+        check_storage("nosuchscheme://bucket/x")
+    with pytest.raises(ConfigError, match="storage_path"):
+        run_sweep("isclip_modules", settings=_settings(tmp_path,
+                                                       storage_path=str(blocker / "r")))
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unreachable_mlflow_server_fails_in_seconds_without_credentials(tmp_path):
+    with pytest.raises(ConfigError, match="does not answer") as err:
+        check_tracking("http://user:secret@127.0.0.1:9")
+    assert "secret" not in str(err.value) and "user:***@" in str(err.value)
+    assert _redact("https://a:b@host/x") == "https://a:***@host/x"
+    with pytest.raises(ConfigError, match="tracking_uri"):
+        run_sweep("isclip_modules", settings=_settings(tmp_path,
+                                                       tracking_uri="http://127.0.0.1:9"))
+    _nothing_created(tmp_path)
+
+
+def test_gpu_trial_on_a_machine_without_gpu_fails_before_ray(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ConfigError, match="trainer.use_gpu=true .* no CUDA GPU"):
+        run_sweep("isclip_modules", overrides={"trainer": {"use_gpu": True}},
+                  settings=_settings(tmp_path))
+    _nothing_created(tmp_path)
+    assert not ray.is_initialized()
+
+
+def test_diverged_trial_is_a_failed_cell_with_its_reason():
+    exp = ExperimentConfig().validate().to_dict()
+    t = TrialSpec("baseline-s0", "baseline", 0, exp)
+    reason = "train_loss is nan in epoch 2: the trial diverged"
+    result = SimpleNamespace(metrics={DIVERGED_KEY: reason, "epoch": 2, "hm": float("nan")},
+                             error=None)
+    out = _outcome(t, result, {"epoch": 2.0})
+    assert out.status == "diverged" and out.error == reason and out.metrics == {}
+    space = load_space(REPO / "search_spaces" / "isclip_modules.yaml")
+    ok = TrialOutcome("sirm", 0, {"base_acc": 50.0, "novel_acc": 40.0, "hm": 44.4})
+    table = build_table(space, [out, ok])
+    row = next(r for r in table if r.name == "baseline")
+    assert row.seeds_ok == 0 and reason in row.errors[0]
+    text = to_markdown(space, table)
+    assert "(failed)" in next(line for line in text.splitlines() if "Fine-tuned CLIP" in line)
+
+
+def test_a_huge_learning_rate_diverges_and_stops_the_trial(tmp_path):
+    exp = {"data": {"train_per_class": 2, "test_per_class": 1},
+           "trainer": {"epochs": 3, "batch_size": 8, "num_workers": 0, "lr_new": 1e30,
+                       "lr_visual": 1e30}}
+    result = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"experiment": exp, "mlflow_run_id": None},
+        scaling_config=ray.train.ScalingConfig(num_workers=0),
+        run_config=ray.train.RunConfig(name="nan", storage_path=str(tmp_path)),
+    ).fit()
+    assert result.error is None
+    assert "diverged" in result.metrics[DIVERGED_KEY] and "trainer.lr_new" in \
+        result.metrics[DIVERGED_KEY]
+    assert result.metrics["epoch"] < 3 and result.checkpoint is None
+
+
+def _trial(key: str, last: dict | None = None):
+    return SimpleNamespace(config={"trial": key}, last_result=last or {}, status="RUNNING")
+
+
+def test_callback_logs_one_value_per_epoch_and_marks_divergence(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e")
+    run = client.create_run(exp).info.run_id
+    cb = MLflowTrialCallback(uri, {"a": run}, {"a": 4}, printer=False)
+    trial = _trial("a")
+    for epoch, loss in ((1, 3.0), (2, 2.0), (2, 2.5), (1, 9.0), (3, 1.0)):  # 2 epochs repeated
+        cb.on_trial_result(0, [trial], trial, {"epoch": epoch, "train_loss": loss})
+    history = client.get_metric_history(run, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    fresh = MLflowTrialCallback(uri, {"a": run}, {"a": 4}, printer=False)  # a restarted driver
+    fresh.on_trial_result(0, [trial], trial, {"epoch": 3, "train_loss": 7.0})
+    fresh.on_trial_result(0, [trial], trial, {"epoch": 4, "train_loss": 0.5,
+                                              DIVERGED_KEY: "train_loss is inf"})
+    assert [m.step for m in client.get_metric_history(run, "train_loss")] == [1, 2, 3, 4]
+    fresh.on_trial_complete(0, [trial], _trial("a", {DIVERGED_KEY: "train_loss is inf"}))
+    finished = client.get_run(run)
+    assert finished.info.status == "FAILED"
+    assert finished.data.tags["vidablate.failure"] == "train_loss is inf"
+
+
+def test_damaged_tune_state_gives_a_way_forward(tmp_path, ray_local):
+    from ray import tune
+
+    def trainable(config):
+        tune.report({"x": 1})
+
+    tune.Tuner(trainable, param_space={"a": tune.grid_search([1, 2])},
+               run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path),
+                                         verbose=0)).fit()
+    state = next((tmp_path / "exp").glob("experiment_state-*.json"))
+    state.write_text(state.read_text()[: len(state.read_text()) // 3])  # truncated mid-write
+    with pytest.raises(ConfigError, match="cannot be read.*resume=false") as err:
+        _restore(str(tmp_path / "exp"), trainable, SweepSettings(resume=True))
+    assert "Traceback" not in str(err.value)
+    json.dumps(str(err.value))  # one printable line of advice
+
+
+_COUNTER = itertools.count()
+
+
+class FakeTrain:
+    """The few ``ray.train`` calls of the loop, in-process: reports and checkpoints are kept
+    (checkpoint directories copied, as Ray Train persists them), a restart hands the latest
+    one back, and the preemption warning arrives at a chosen check."""
+
+    def __init__(self, storage: Path, resume=None, warn_at: int = 0) -> None:
+        self.storage, self.resume, self.warn_at = storage, resume, warn_at
+        self.reports: list[dict] = []
+        self.latest = resume
+        self.checks = 0
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(
+            get_world_rank=lambda: 0, get_world_size=lambda: 1))
+        monkeypatch.setattr(ray.train, "get_checkpoint", lambda: self.resume)
+        monkeypatch.setattr(ray.train, "report", self.report)
+        monkeypatch.setattr(ray.train, "get_preemption_info", self.preemption)
+
+    def report(self, metrics, checkpoint=None):
+        import shutil
+
+        self.reports.append(dict(metrics))
+        if checkpoint is not None:
+            dest = self.storage / f"ckpt-{next(_COUNTER)}"
+            shutil.copytree(checkpoint.path, dest)
+            self.latest = ray.train.Checkpoint.from_directory(str(dest))
+
+    def preemption(self):
+        self.checks += 1
+        return object() if self.checks == self.warn_at else None
+
+
+def _experiment(epochs: int = 3) -> dict:
+    return {"model": {"sirm": True, "sgam": True},
+            "data": {"train_per_class": 2, "test_per_class": 1},
+            "trainer": {"epochs": epochs, "batch_size": 4, "num_workers": 0,
+                        "lr_visual": 1e-3, "lr_new": 1e-2, "preemption_check_every": 2}}
+
+
+def test_preemption_saves_mid_epoch_and_the_restart_continues_exactly(tmp_path, monkeypatch):
+    import torch
+
+    from vidablate.train import loop
+    from vidablate.train.checkpoint import STATE_FILE
+
+    config = {"experiment": _experiment(), "mlflow_run_id": None}
+    clean = FakeTrain(tmp_path / "clean")
+    (tmp_path / "clean").mkdir()
+    with monkeypatch.context() as m:
+        clean.install(m)
+        loop.train_loop_per_worker(config)
+
+    # checks at steps 2, 4, 6, 8 of each 8-step epoch: the 6th is epoch 2, step 4
+    (tmp_path / "run").mkdir()
+    first = FakeTrain(tmp_path / "run", warn_at=6)
+    original = loop._jit_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        raise RuntimeError("node preempted")
+
+    with monkeypatch.context() as m:
+        first.install(m)
+        m.setattr(loop, "_jit_checkpoint", save_then_die)
+        with pytest.raises(RuntimeError, match="node preempted"):
+            loop.train_loop_per_worker(config)
+    assert first.reports[-1] == {"epoch": 1, "jit_checkpoint_step": 4}
+    with first.latest.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 4) and len(state["partial"]) == 5
+
+    second = FakeTrain(tmp_path / "run", resume=first.latest)
+    with monkeypatch.context() as m:
+        second.install(m)
+        loop.train_loop_per_worker(config)
+    assert [r["epoch"] for r in second.reports] == [2, 3]  # epoch 1 is not repeated
+    for got, want in zip(second.reports, clean.reports[1:], strict=True):
+        for key in ("train_loss", "base_acc", "novel_acc"):  # epoch 2 = steps 1-4 + 5-8
+            assert got[key] == pytest.approx(want[key], rel=1e-6), key
+
+
+def test_a_finished_trial_restored_from_its_last_checkpoint_replays_without_training(
+        tmp_path, monkeypatch):
+    from vidablate.sweep.tracking import REPLAYED_KEY
+    from vidablate.train import loop
+
+    config = {"experiment": _experiment(epochs=2), "mlflow_run_id": None}
+    done = FakeTrain(tmp_path)
+    with monkeypatch.context() as m:
+        done.install(m)
+        loop.train_loop_per_worker(config)
+    again = FakeTrain(tmp_path, resume=done.latest)
+    with monkeypatch.context() as m:
+        again.install(m)
+        m.setattr(loop, "train_batch", lambda *a: pytest.fail("must not train"))
+        loop.train_loop_per_worker(config)
+    assert len(again.reports) == 1 and again.reports[0][REPLAYED_KEY] is True
+    assert again.reports[0]["hm"] == done.reports[-1]["hm"] and again.reports[0]["epoch"] == 2
