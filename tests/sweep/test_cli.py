@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from vidablate.sweep.cli import explicit_overrides
 
 
@@ -29,3 +31,21 @@ def test_bad_toggle_on_command_line_fails_before_ray(ablate_cmd, tmp_path):
     assert out.returncode == 2
     assert "trainer.batch_size" in out.stdout
     assert not (tmp_path / "ray_results").exists()
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["space=no_such_table"], "space='no_such_table': no such search space"),
+    (["space=isclip_modules", "+model.no_such_toggle=true"], "unknown key(s) ['no_such_toggle']"),
+    (["space=isclip_modules", "data.dataset=hmdb51"], "data.train_manifest"),
+    (["space=isclip_modules", "storage_path=/dev/null/ray"], "storage_path='/dev/null/ray' is not"),
+    (["space=isclip_modules", "tracking_uri=http://127.0.0.1:9"], "does not answer"),
+])
+def test_preflight_errors_are_one_line_exit_2_and_start_nothing(ablate_cmd, tmp_path, args,
+                                                                 expect):
+    out = subprocess.run(ablate_cmd + args, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
+    assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no trial directory

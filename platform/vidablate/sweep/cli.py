@@ -37,6 +37,7 @@ def main(cfg: DictConfig, task_overrides: list[str]) -> int:
         rows=[str(r) for r in raw["rows"]] if raw["rows"] else None,
         max_concurrent=int(raw["max_concurrent"]),
         max_trial_failures=int(raw["max_trial_failures"]), ray_address=raw["ray_address"],
+        retry_errored=bool(raw["retry_errored"]),
         num_cpus=raw["num_cpus"], experiment_name=raw["experiment_name"],
         verbose_workers=bool(raw["verbose_workers"]), dry_run=bool(raw["dry_run"]),
     )

@@ -64,6 +64,9 @@ class SweepSettings:
     """Trials at once; 0 = as many as the cluster's CPUs/GPUs allow."""
     max_trial_failures: int = 1
     """Tune relaunches of a failed trial (each resumes from its last checkpoint)."""
+    retry_errored: bool = True
+    """On resume, trials that ended in an error run again from their last checkpoint; False
+    keeps them as failed cells."""
     ray_address: str | None = None
     """None: $RAY_ADDRESS (set by `ray job submit`) if present, else a new local cluster."""
     num_cpus: int | None = None
@@ -535,7 +538,8 @@ def _restore(exp_path: str, trainable: Any, settings: SweepSettings) -> tune.Tun
             return None
         _read_tune_state(exp_path)  # Tune would log a damaged state and silently start over
         print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
-        return tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
+        return tune.Tuner.restore(exp_path, trainable=trainable,
+                                  resume_errored=settings.retry_errored)
     except Exception as err:  # noqa: BLE001 - a damaged state file fails in many ways
         raise ConfigError(
             f"the saved Tune state of this sweep in {exp_path} cannot be read "
