@@ -232,8 +232,10 @@ def _init_ray(settings: SweepSettings) -> None:
         return
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = {"log_to_driver": settings.verbose_workers}
-    if address == "local" and settings.num_cpus:
-        kwargs["num_cpus"] = settings.num_cpus
+    if address == "local":
+        kwargs["dashboard_host"] = "127.0.0.1"  # a new local cluster is not reachable from outside
+        if settings.num_cpus:
+            kwargs["num_cpus"] = settings.num_cpus
     # workers import the package even when the driver found it through sys.path only
     src = str(Path(__file__).resolve().parents[2])
     kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
