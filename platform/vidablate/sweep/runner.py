@@ -351,6 +351,8 @@ def run_sweep(
         print(describe(space, trials))
         return None
     check_storage(_storage(settings))
+    if settings.resume:  # a damaged Tune state is reported before anything starts
+        _restore(f"{_storage(settings)}/{sid}", None, settings, probe=True)
     check_tracking(resolve_tracking_uri(settings.tracking_uri))
     check_local_gpu(trials, settings)
     for line in check_data([t.experiment for t in trials]):  # before any run or trial exists
@@ -530,7 +532,8 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
                        files, outcomes, [template])
 
 
-def _restore(exp_path: str, trainable: Any, settings: SweepSettings) -> tune.Tuner | None:
+def _restore(exp_path: str, trainable: Any, settings: SweepSettings, probe: bool = False
+             ) -> tune.Tuner | None:
     """The Tuner of an earlier run of this sweep when resuming is on and one exists: finished
     trials are kept, errored and unfinished ones continue from their checkpoints."""
     if not settings.resume:
@@ -539,6 +542,8 @@ def _restore(exp_path: str, trainable: Any, settings: SweepSettings) -> tune.Tun
         if not tune.Tuner.can_restore(exp_path):
             return None
         _read_tune_state(exp_path)  # Tune would log a damaged state and silently start over
+        if probe:  # pre-flight: only check that the saved state can be read
+            return None
         print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
         return tune.Tuner.restore(exp_path, trainable=trainable,
                                   resume_errored=settings.retry_errored)
