@@ -33,12 +33,20 @@ def test_bad_toggle_on_command_line_fails_before_ray(ablate_cmd, tmp_path):
     assert not (tmp_path / "ray_results").exists()
 
 
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @pytest.mark.parametrize("args,expect", [
     (["space=no_such_table"], "space='no_such_table': no such search space"),
     (["space=isclip_modules", "+model.no_such_toggle=true"], "unknown key(s) ['no_such_toggle']"),
     (["space=isclip_modules", "data.dataset=hmdb51"], "data.train_manifest"),
     (["space=isclip_modules", "storage_path=/dev/null/ray"], "storage_path='/dev/null/ray' is not"),
     (["space=isclip_modules", "tracking_uri=http://127.0.0.1:9"], "does not answer"),
+    pytest.param(["space=isclip_modules", "trainer.use_gpu=true"], "no CUDA GPU",
+                 marks=pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU")),
 ])
 def test_preflight_errors_are_one_line_exit_2_and_start_nothing(ablate_cmd, tmp_path, args,
                                                                  expect):

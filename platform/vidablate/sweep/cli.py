@@ -12,6 +12,26 @@ from .runner import SweepSettings, run_sweep
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 SECTIONS = ("data", "model", "trainer", "eval")
+SCHEMA = "vidablate_defaults"
+"""Every field of the typed configs with its default, first in ``conf/ablate.yaml``'s defaults
+list, so that any field can be set on the command line (``data.k_shot=4``) without ``+``."""
+
+
+def register_schema() -> None:
+    """Store the dataclass defaults in Hydra's ConfigStore under ``SCHEMA``."""
+    import dataclasses
+
+    from hydra.core.config_store import ConfigStore
+
+    from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+
+    kinds = {"data": DataConfig, "model": ModelConfig, "trainer": TrainConfig,
+             "eval": EvalConfig}
+    ConfigStore.instance().store(
+        name=SCHEMA, node={k: dataclasses.asdict(kind()) for k, kind in kinds.items()})
+
+
+register_schema()
 
 
 def explicit_overrides(cfg: dict[str, Any], task_overrides: list[str]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from .tracking import (
     encode_hpo_key,
     hpo_trial_key,
     resolve_tracking_uri,
+    use_driver_state,
 )
 
 TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
@@ -383,6 +384,7 @@ def run_sweep(
     )
     exp_path = f"{storage}/{sid}"
     started = time.time()
+    use_driver_state(tracking_uri, run_ids)
     tuner = _restore(exp_path, trainable, settings)
     if tuner is None:
         tuner = tune.Tuner(
@@ -472,6 +474,7 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
                                 template.experiment, template.seed, epochs, space.num_samples)
     exp_path = f"{storage}/{sid}"
     started = time.time()
+    use_driver_state(tracker.tracking_uri, {})
     tuner = _restore(exp_path, trainable, settings)
     if tuner is None:
         searcher = OptunaSearch(metric=metric, mode=mode,

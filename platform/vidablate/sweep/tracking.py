@@ -115,6 +115,15 @@ class SweepTracker:
             self.client.log_batch(run_id, params=items[i:i + 100])
 
 
+_DRIVER_STATE: dict[str, Any] = {}
+
+
+def use_driver_state(tracking_uri: str, run_ids: dict[str, str]) -> None:
+    """Set before ``Tuner.restore`` so restored callbacks log where this driver says."""
+    _DRIVER_STATE.clear()
+    _DRIVER_STATE.update(tracking_uri=tracking_uri, run_ids=dict(run_ids))
+
+
 class MLflowTrialCallback(Callback):
     """Tune callback on the driver: per-epoch metrics into each trial's child run, status at the
     end, and a one-line progress view per reported epoch."""
@@ -135,6 +144,15 @@ class MLflowTrialCallback(Callback):
         state["_client"] = None
         state["_logged"] = {}  # re-read from MLflow: the driver may have logged more since
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Tune unpickles the callback of the first driver on restore: take this driver's
+        tracking URI and run ids (``use_driver_state``) and restart the progress clock."""
+        self.__dict__.update(state)
+        self._started = time.time()
+        if _DRIVER_STATE:
+            self.tracking_uri = _DRIVER_STATE["tracking_uri"]
+            self.run_ids = {**self.run_ids, **_DRIVER_STATE["run_ids"]}
 
     @property
     def client(self) -> MlflowClient:
@@ -193,6 +211,12 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run(trial)
+        if run_id and (trial.last_result or {}).get(REPLAYED_KEY):
+            # finished under an earlier driver: keep its status and end time
+            info_ = self.client.get_run(run_id).info
+            self.client.set_terminated(run_id, info_.status if info_.status != "RUNNING"
+                                       else "FINISHED", end_time=info_.end_time)
+            return
         if run_id:
             diverged = isinstance((trial.last_result or {}).get(DIVERGED_KEY), str)
             self.client.set_terminated(run_id, "FAILED" if diverged else "FINISHED")
