@@ -222,6 +222,15 @@ def rebase_paths(table: pa.Table, root: str | Path | None, manifest_dir: str | P
 _ID_NAME = re.compile(r"^\s*(-?\d+)\s*[,\s]\s*(\S.*?)\s*$")
 
 
+def _read_lines(path: Path, what: str, encoding: str = "utf-8",
+                error: type[Exception] = ManifestError) -> list[str]:
+    """The lines of a text input file; an unreadable one raises ``error`` naming the file."""
+    try:
+        return path.read_text(encoding=encoding).splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read {what}: {exc}") from exc
+
+
 def read_class_names(path: str | Path) -> list[str]:
     """Class names in id order from (a) a csv with header ``id,name`` (X-CLIP's label files),
     (b) a txt with one name per line (id = 0-based line number) or (c) a txt of ``id name``
@@ -229,10 +238,7 @@ def read_class_names(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: class-name file not found")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot read class-name file: {exc}") from exc
+    lines = _read_lines(path, "class-name file", encoding="utf-8-sig")
     while lines and not lines[-1].strip():
         lines.pop()
     if not any(line.strip() for line in lines):
@@ -382,10 +388,7 @@ def from_path_label_txt(
     Every bad line is reported at once, by line number."""
     list_file = Path(list_file)
     names = _names(class_names)
-    try:
-        lines = list_file.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{list_file}: cannot read list file: {exc}") from exc
+    lines = _read_lines(list_file, "list file")
     rows, errors = [], []
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
@@ -422,10 +425,7 @@ def from_path_label_csv(
     integer is a header. ``sep`` of whitespace splits on any run of whitespace."""
     csv_file = Path(csv_file)
     names = _names(class_names)
-    try:
-        lines = csv_file.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{csv_file}: cannot read csv file: {exc}") from exc
+    lines = _read_lines(csv_file, "csv file")
     rows, errors, first = [], [], True
     for lineno, raw in enumerate(lines, start=1):
         if not raw.strip() or raw.lstrip().startswith("#"):
@@ -517,10 +517,7 @@ def read_uestc_sensor_csv(
     loader pairs them). Columns after the sixth are ignored. Errors name the file and line.
     """
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImuFormatError(f"{path}: cannot read sensor file: {exc}") from exc
+    lines = _read_lines(path, "sensor file", error=ImuFormatError)
     rows = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -649,10 +646,7 @@ def from_uestc_mmea_cl(
         else uestc_mmea_cl_class_names(root, [list_file], video_dir=video_dir, sensor_dir=sensor_dir)
     )
     imu_dir = Path(imu_dir) if imu_dir is not None else root / "imu"
-    try:
-        lines = list_file.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{list_file}: cannot read list file: {exc}") from exc
+    lines = _read_lines(list_file, "list file")
     rows, errors, jobs = [], [], []
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
