@@ -231,6 +231,17 @@ def _read_lines(path: Path, what: str, encoding: str = "utf-8",
         raise error(f"{path}: cannot read {what}: {exc}") from exc
 
 
+def _list_fields(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, whitespace-separated fields) of a list file, blank and ``#`` lines
+    skipped."""
+    out = []
+    for lineno, raw in enumerate(_read_lines(path, "list file"), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            out.append((lineno, line.split()))
+    return out
+
+
 def read_class_names(path: str | Path) -> list[str]:
     """Class names in id order from (a) a csv with header ``id,name`` (X-CLIP's label files),
     (b) a txt with one name per line (id = 0-based line number) or (c) a txt of ``id name``
@@ -388,13 +399,8 @@ def from_path_label_txt(
     Every bad line is reported at once, by line number."""
     list_file = Path(list_file)
     names = _names(class_names)
-    lines = _read_lines(list_file, "list file")
     rows, errors = [], []
-    for lineno, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
+    for lineno, fields in _list_fields(list_file):
         where = f"line {lineno}"
         if len(fields) not in (2, 3):
             errors.append(
@@ -646,13 +652,8 @@ def from_uestc_mmea_cl(
         else uestc_mmea_cl_class_names(root, [list_file], video_dir=video_dir, sensor_dir=sensor_dir)
     )
     imu_dir = Path(imu_dir) if imu_dir is not None else root / "imu"
-    lines = _read_lines(list_file, "list file")
     rows, errors, jobs = [], [], []
-    for lineno, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split()
+    for lineno, fields in _list_fields(list_file):
         where = f"line {lineno}"
         if not 2 <= len(fields) <= 4 or not all(_is_int(f) for f in fields[1:-1]):
             errors.append(
