@@ -297,10 +297,18 @@ class FrameEncoder(nn.Module):
             tok = tok @ visual.proj if tok is not None else None
         return cls, tok
 
-    def forward(self, video: torch.Tensor) -> VisualOutput:
-        """video [B, T, 3, H, W] -> VisualOutput."""
-        b, t = video.shape[:2]
-        tokens = self.prefix(video.flatten(0, 1))
+    def forward(self, video: torch.Tensor | None, tokens: torch.Tensor | None = None
+                ) -> VisualOutput:
+        """video [B, T, 3, H, W] -> VisualOutput; or, from a feature cache, the prefix's
+        output ``tokens`` [B, T, L, W] (``vidablate.data.cache``) in place of the video."""
+        if tokens is not None:
+            b, t = tokens.shape[:2]
+            tokens = tokens.flatten(0, 1).to(self.visual.class_embedding.dtype)
+        else:
+            if video is None:
+                raise ValueError("FrameEncoder needs video or cached tokens")
+            b, t = video.shape[:2]
+            tokens = self.prefix(video.flatten(0, 1))
         x = tokens
         for block in self.blocks:
             x = block(x, t, self.grid)

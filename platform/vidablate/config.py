@@ -377,6 +377,16 @@ class DataConfig:
     """CutMix alpha (X-CLIP §4.1: 1.0); 0 = off. With ``mixup`` too, one is drawn per batch."""
 
     # ----------------------------------------------------------------------- k-shot
+    cache_train_views: int = 4
+    """Feature cache (``vidablate.data.cache``): fixed draws cached per training clip whose
+    frames are random (TSN jitter, augmentation); epoch e reads draw e mod V. 0 = such trials
+    do not use the cache (they decode and run the frozen blocks every epoch). A deterministic
+    training input (the embedded default) is drawn once."""
+    cache_dtype: str = "float32"
+    """Stored precision of cached features: float32 (bit-identical to the uncached path) or
+    float16 (half the storage)."""
+    cache_part_rows: int = 256
+    """Clips per cache part file: the unit of parallel building and of rebuilding."""
     k_shot: int = 0
     """Training examples per class drawn from the train split (xclip Table 6, motionprompt
     Table 4: 2/4/8/16); 0 = every example."""
@@ -593,7 +603,12 @@ def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig)
         raise ConfigError(f"data.decoder must be one of {DECODERS}, got {d.decoder!r}")
     if d.on_corrupt not in ("skip", "fail"):
         raise ConfigError(f"data.on_corrupt must be skip|fail, got {d.on_corrupt!r}")
-    for name in ("num_frames", "image_size", "sampling_rate", "prefetch_factor", "imu_rate"):
+    if d.cache_dtype not in ("float32", "float16"):
+        raise ConfigError(f"data.cache_dtype must be float32|float16, got {d.cache_dtype!r}")
+    if d.cache_train_views < 0:
+        raise ConfigError(f"data.cache_train_views must be >= 0, got {d.cache_train_views}")
+    for name in ("num_frames", "image_size", "sampling_rate", "prefetch_factor", "imu_rate",
+                 "cache_part_rows"):
         if getattr(d, name) < 1:
             raise ConfigError(f"data.{name} must be >= 1, got {getattr(d, name)}")
     if d.num_frames < 2:

@@ -201,9 +201,11 @@ class VideoCLIP(nn.Module):
         self.cross_modal = cross_modal
         self.head = head or CosineHead()
 
-    def encode_video(self, video: torch.Tensor, imu: torch.Tensor | None = None) -> VideoOutput:
-        """video [B, N, 3, H, W], imu [B, 6, L] -> VideoOutput (stages 1-3)."""
-        vis = self.frame_encoder(video)
+    def encode_video(self, video: torch.Tensor | None, imu: torch.Tensor | None = None,
+                     tokens: torch.Tensor | None = None) -> VideoOutput:
+        """video [B, N, 3, H, W] (or the frozen prefix's cached ``tokens`` [B, N, L, W]),
+        imu [B, 6, L] -> VideoOutput (stages 1-3)."""
+        vis = self.frame_encoder(video, tokens=tokens)
         ctx = StageContext(patches=vis.patches)
         if self.imu is not None:
             if imu is None:
@@ -238,9 +240,10 @@ class VideoCLIP(nn.Module):
         return CosineHead()(video, self.text(class_names), StageContext(), self.logit_scale)
 
     def forward(
-        self, video: torch.Tensor, imu: torch.Tensor | None, class_names: list[str]
+        self, video: torch.Tensor | None, imu: torch.Tensor | None, class_names: list[str],
+        tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, VideoOutput]:
-        out = self.encode_video(video, imu)
+        out = self.encode_video(video, imu, tokens)
         return self.logits_of(out, class_names), out
 
     def loss(

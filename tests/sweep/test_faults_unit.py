@@ -4,7 +4,6 @@ finished trial replayed without training, and a damaged Tune state turned into a
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +27,8 @@ from vidablate.sweep.runner import (
 from vidablate.sweep.space import TrialSpec, load_space
 from vidablate.sweep.tracking import DIVERGED_KEY, MLflowTrialCallback
 from vidablate.train.loop import train_loop_per_worker
+
+from ..fakes import FakeTrain
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -155,39 +156,6 @@ def test_damaged_tune_state_gives_a_way_forward(tmp_path, ray_local):
     json.dumps(str(err.value))  # one printable line of advice
 
 
-_COUNTER = itertools.count()
-
-
-class FakeTrain:
-    """The few ``ray.train`` calls of the loop, in-process: reports and checkpoints are kept
-    (checkpoint directories copied, as Ray Train persists them), a restart hands the latest
-    one back, and the preemption warning arrives at a chosen check."""
-
-    def __init__(self, storage: Path, resume=None, warn_at: int = 0) -> None:
-        self.storage, self.resume, self.warn_at = storage, resume, warn_at
-        self.reports: list[dict] = []
-        self.latest = resume
-        self.checks = 0
-
-    def install(self, monkeypatch) -> None:
-        monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(
-            get_world_rank=lambda: 0, get_world_size=lambda: 1))
-        monkeypatch.setattr(ray.train, "get_checkpoint", lambda: self.resume)
-        monkeypatch.setattr(ray.train, "report", self.report)
-        monkeypatch.setattr(ray.train, "get_preemption_info", self.preemption)
-
-    def report(self, metrics, checkpoint=None):
-        import shutil
-
-        self.reports.append(dict(metrics))
-        if checkpoint is not None:
-            dest = self.storage / f"ckpt-{next(_COUNTER)}"
-            shutil.copytree(checkpoint.path, dest)
-            self.latest = ray.train.Checkpoint.from_directory(str(dest))
-
-    def preemption(self):
-        self.checks += 1
-        return object() if self.checks == self.warn_at else None
 
 
 def _experiment(epochs: int = 3) -> dict:

@@ -129,14 +129,16 @@ def evaluate(
     k = min(5, len(names))
     for batch in make_loader(shard, batch_size, workers, prefetch, device):
         batch = _to(batch, device)
-        video, imu = batch["video"], batch.get("imu")
+        cached = "tokens" in batch  # features from the frozen-prefix cache
+        video, imu = batch["tokens" if cached else "video"], batch.get("imu")
         b = video.shape[0]
-        views = video.shape[1] if video.dim() == 6 else 1
+        views = video.shape[1] if video.dim() == 6 - cached else 1
         if views > 1:
             video = video.flatten(0, 1)
             imu = imu.flatten(0, 1) if imu is not None else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits, _ = model(video, imu, names)
+            logits, _ = model(None if cached else video, imu, names,
+                              video if cached else None)
         scores = score_views(logits, b, views, average)
         valid = batch["valid"].bool() if "valid" in batch else torch.ones(b, dtype=torch.bool,
                                                                            device=device)
@@ -152,14 +154,15 @@ def evaluate(
 
 
 def evaluate_protocol(model: VideoCLIP, data: ProtocolData, cfg: ExperimentConfig,
-                      device: torch.device, rank: int, world: int, autocast: bool
-                      ) -> dict[str, float]:
+                      device: torch.device, rank: int, world: int, autocast: bool,
+                      workers: int | None = None) -> dict[str, float]:
     """The protocol's metrics (``vidablate.data.protocols.protocol_metrics``) plus
     ``corrupt_eval``, the clips that failed to decode."""
     results, corrupt = {}, 0.0
     for s in data.evals:
         scores = evaluate(model, s.dataset, s.names, s.label_offset, cfg.trainer.eval_batch_size,
-                          device, rank, world, autocast, cfg.eval.average, loader_workers(cfg),
+                          device, rank, world, autocast, cfg.eval.average,
+                          loader_workers(cfg) if workers is None else workers,
                           cfg.data.prefetch_factor)
         results[s.name] = (scores["top1"], scores["top5"])
         corrupt += scores["corrupt"]
@@ -186,7 +189,7 @@ def train_batch(batch: dict[str, Any], mix: Any) -> tuple[torch.Tensor, Any, tor
     """(video, imu, target, weight) for one step: clips that failed to decode are dropped;
     when none is left the step still runs on the placeholders with weight 0, so every DDP
     rank takes part in the gradient all-reduce. Mixing makes targets soft [B, C]."""
-    video, imu, target = batch["video"], batch.get("imu"), batch["label"]
+    video, imu, target = batch.get("video", batch.get("tokens")), batch.get("imu"), batch["label"]
     weight = 1.0
     valid = batch.get("valid")
     if valid is not None and not bool(valid.all()):
@@ -235,8 +238,32 @@ def _jit_checkpoint(rank: int, model: VideoCLIP, optimizers: dict, schedulers: d
         ray.train.report({"epoch": epoch, "jit_checkpoint_step": step}, checkpoint=ckpt)
 
 
+def use_feature_cache(options: dict[str, Any] | None, cfg: ExperimentConfig, model: VideoCLIP,
+                      data: ProtocolData, device: torch.device, rank: int, autocast: bool
+                      ) -> tuple[ProtocolData, bool]:
+    """Switch the trial's datasets to the frozen-prefix feature cache when its plan allows
+    (``vidablate.data.cache.plan``). The sweep driver builds the entries before the trial
+    starts; entries still missing (an HPO trial sampled a new prefix, a part was deleted) are
+    built here by rank 0 while the other ranks wait. ``options``: {"mode", "root"}."""
+    from ..data import cache
+
+    options = options or {}
+    p = cache.plan(cfg, model, data, options.get("root"), options.get("mode", "off"))
+    if not p.use:
+        if options.get("mode") == "require":
+            raise cache.CacheError(f"cache=require but this trial cannot use it: {p.reason}")
+        return data, False
+    if rank == 0:
+        cache.build_local(p, data, model.frame_encoder, device, autocast,
+                          cfg.trainer.eval_batch_size, loader_workers(cfg))
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+    return cache.wrap(data, p), True
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point. ``loop_config``: {"experiment": dict, "mlflow_run_id": str|None}."""
+    """Ray Train entry point. ``loop_config``: {"experiment": dict, "mlflow_run_id": str|None,
+    "cache": {"mode", "root"} (optional; no cache without it)}."""
     cfg = ExperimentConfig.from_dict(loop_config["experiment"]).validate()
     run_id = loop_config.get("mlflow_run_id")
     ctx = ray.train.get_context()
@@ -249,10 +276,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg.trainer.seed)  # identical init on every rank; data order from sampler
     data = build_protocol(cfg)
     model = build_model(cfg.model, cfg.data.num_frames).to(device)
-    once = {KSHOT_KEY: json.dumps(data.kshot, indent=1)} if data.kshot else {}
+    data, cached = use_feature_cache(loop_config.get("cache"), cfg, model, data, device, rank,
+                                     autocast)
+    workers = 0 if cached else loader_workers(cfg)  # cached features are memory-mapped reads
+    once: dict[str, Any] = {"feature_cache": float(cached)}
+    if data.kshot:
+        once[KSHOT_KEY] = json.dumps(data.kshot, indent=1)
     if cfg.trainer.epochs == 0:  # zero-shot: evaluate the initial model, train nothing
         metrics = {"epoch": 0, "world_size": world, **once}
-        metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast))
+        metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast,
+                                         workers))
         ray.train.report(metrics)
         return
     optimizers, schedulers = make_optimizers(model, cfg.trainer)
@@ -273,7 +306,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     resume_step, partial = 0, None
     if checkpoint is not None and state.get("step"):
         resume_step, partial = int(state["step"]), state.get("partial")
-    loader = make_loader(data.train, per_worker, loader_workers(cfg), cfg.data.prefetch_factor,
+    loader = make_loader(data.train, per_worker, workers, cfg.data.prefetch_factor,
                          device, sampler=sampler, drop_last=True)
     mix = mixer(cfg, len(data.train_names))
     if start_epoch >= cfg.trainer.epochs and history:
@@ -287,6 +320,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.trainer.epochs):
         skip = resume_step if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip=skip * per_worker)
+        if hasattr(data.train, "set_epoch"):  # cached fixed draws: epoch e reads draw e mod V
+            data.train.set_epoch(epoch)
         model.train()
         sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, ce, kd, batches, bad
         if skip and partial and rank == 0:  # the epoch's sums over all ranks so far
@@ -298,7 +333,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 sums[4] += (~batch["valid"].bool()).sum()
             video, imu, target, weight = train_batch(batch, mix)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits, out = wrapped(video, imu, data.train_names)
+                logits, out = wrapped(None if cached else video, imu, data.train_names,
+                                      video if cached else None)
             parts = model.loss(logits.float(), out, target, cfg.trainer.label_smoothing)
             for opt in optimizers.values():
                 opt.zero_grad(set_to_none=True)
@@ -335,7 +371,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         }
         last = epoch + 1 == cfg.trainer.epochs
         if last or (epoch + 1) % cfg.trainer.eval_every == 0:
-            metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast))
+            metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast,
+                                             workers))
         history.append({**{k: v for k, v in metrics.items() if k != KSHOT_KEY},
                         "finished_at": time.time()})
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:

@@ -1,0 +1,43 @@
+"""Test doubles shared by the unit tests."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from types import SimpleNamespace
+
+import ray.train
+
+_COUNTER = itertools.count()
+
+
+class FakeTrain:
+    """The few ``ray.train`` calls of the loop, in-process: reports and checkpoints are kept
+    (checkpoint directories copied, as Ray Train persists them), a restart hands the latest
+    one back, and the preemption warning arrives at a chosen check."""
+
+    def __init__(self, storage: Path, resume=None, warn_at: int = 0) -> None:
+        self.storage, self.resume, self.warn_at = storage, resume, warn_at
+        self.reports: list[dict] = []
+        self.latest = resume
+        self.checks = 0
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(
+            get_world_rank=lambda: 0, get_world_size=lambda: 1))
+        monkeypatch.setattr(ray.train, "get_checkpoint", lambda: self.resume)
+        monkeypatch.setattr(ray.train, "report", self.report)
+        monkeypatch.setattr(ray.train, "get_preemption_info", self.preemption)
+
+    def report(self, metrics, checkpoint=None):
+        import shutil
+
+        self.reports.append(dict(metrics))
+        if checkpoint is not None:
+            dest = self.storage / f"ckpt-{next(_COUNTER)}"
+            shutil.copytree(checkpoint.path, dest)
+            self.latest = ray.train.Checkpoint.from_directory(str(dest))
+
+    def preemption(self):
+        self.checks += 1
+        return object() if self.checks == self.warn_at else None
