@@ -457,6 +457,10 @@ class TrainConfig:
     """Ray Train workers (DDP); 0 runs the loop in-process (Ray Train local mode)."""
     use_gpu: bool = False
     cpus_per_worker: int = 1
+    packed_gpu_fraction: float = 0.25
+    """GPU share a worker asks for when its trial is packed: it reads cached whole-tower
+    features and trains only light modules, so several such trials share one GPU (4 by
+    default). Trials that run ViT blocks keep a whole GPU."""
     amp: bool = True
     """Mixed precision (bf16 autocast) on GPU; ignored on CPU."""
     checkpoint_every: int = 1
@@ -603,6 +607,9 @@ def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig)
         raise ConfigError(f"data.decoder must be one of {DECODERS}, got {d.decoder!r}")
     if d.on_corrupt not in ("skip", "fail"):
         raise ConfigError(f"data.on_corrupt must be skip|fail, got {d.on_corrupt!r}")
+    if not 0.0 < t.packed_gpu_fraction <= 1.0:
+        raise ConfigError(f"trainer.packed_gpu_fraction must be in (0, 1], got "
+                          f"{t.packed_gpu_fraction}")
     if d.cache_dtype not in ("float32", "float16"):
         raise ConfigError(f"data.cache_dtype must be float32|float16, got {d.cache_dtype!r}")
     if d.cache_train_views < 0:

@@ -60,6 +60,8 @@ def main(cfg: DictConfig, task_overrides: list[str]) -> int:
         retry_errored=bool(raw["retry_errored"]),
         num_cpus=raw["num_cpus"], experiment_name=raw["experiment_name"],
         verbose_workers=bool(raw["verbose_workers"]), dry_run=bool(raw["dry_run"]),
+        cache="off" if raw["cache"] in (False, "off") else str(raw["cache"]),
+        cache_path=raw["cache_path"],
     )
     try:
         report = run_sweep(str(raw["space"]), base, explicit_overrides(raw, task_overrides),

@@ -28,6 +28,17 @@ from ..config import ConfigError, dotted_to_nested, merge
 from ..data.preflight import check_data
 from ..report.table import TrialOutcome, build_table, to_markdown, write_report
 from ..train.loop import train_loop_per_worker
+from .caching import (
+    TrialCache,
+    build_entries,
+    cache_root,
+    concurrency,
+    describe_plan,
+    ensure_folder,
+    plan_trials,
+    trial_resources,
+    worker_resources,
+)
 from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
 from .tracking import (
     DIVERGED_KEY,
@@ -80,6 +91,11 @@ class SweepSettings:
     """Forward worker logs to this console (Ray's log_to_driver)."""
     dry_run: bool = False
     """Print the trials and their cost, run nothing."""
+    cache: str = "auto"
+    """Frozen-prefix feature cache: ``auto`` (trials that can read it do, the others say
+    why), ``off``, or ``require`` (fail when a trial cannot)."""
+    cache_path: str | None = None
+    """Where cached features live; default ``<storage>/feature_cache`` (shared by nodes)."""
 
 
 @dataclass
@@ -103,24 +119,23 @@ def run_trial(config: dict[str, Any], trials: dict[str, dict[str, Any]], train_r
     _fit(config["trial"], trials[config["trial"]], train_root)
 
 
-def run_hpo_trial(config: dict[str, Any], common: dict[str, Any], train_root: str) -> None:
+def run_hpo_trial(config: dict[str, Any], common: dict[str, Any], train_root: str,
+                  cache_options: dict[str, Any] | None = None, packed: bool = False) -> None:
     """The Tune function trainable of an HPO space: the Optuna-sampled values over the common
     config, one TorchTrainer named after the trial's counter (stable across restores)."""
     key = hpo_trial_key(tune.get_context().get_trial_id())
     experiment = merge(common, dotted_to_nested(decode_hpo_config(config)))
-    _fit(key, {"experiment": experiment, "run_id": None}, train_root)
+    _fit(key, {"experiment": experiment, "run_id": None, "cache": cache_options,
+               "packed": packed}, train_root)
 
 
 def _fit(name: str, spec: dict[str, Any], train_root: str) -> None:
     t = spec["experiment"]["trainer"]
-    resources = {"CPU": t["cpus_per_worker"]}
-    if t["use_gpu"]:
-        resources["GPU"] = 1
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"experiment": spec["experiment"], "mlflow_run_id": spec["run_id"]},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=t["num_workers"], use_gpu=t["use_gpu"], resources_per_worker=resources),
+        train_loop_config={"experiment": spec["experiment"], "mlflow_run_id": spec["run_id"],
+                           "cache": spec.get("cache")},
+        scaling_config=scaling_config(t, bool(spec.get("packed"))),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=train_root,
@@ -132,38 +147,47 @@ def _fit(name: str, spec: dict[str, Any], train_root: str) -> None:
     trainer.fit()
 
 
+def scaling_config(trainer: dict[str, Any], packed: bool) -> ray.train.ScalingConfig:
+    """Ray Train workers of one trial; a packed trial's workers ask for a GPU fraction."""
+    return ray.train.ScalingConfig(
+        num_workers=trainer["num_workers"], use_gpu=trainer["use_gpu"],
+        resources_per_worker=worker_resources(trainer, packed))
+
+
+def _cache_root(settings: SweepSettings) -> str:
+    path = settings.cache_path
+    if path and "://" not in path:
+        path = str(Path(path).expanduser().resolve())
+    return cache_root(path, _storage(settings))
+
+
 def _storage(settings: SweepSettings) -> str:
     path = settings.storage_path or str(Path.cwd() / "ray_results")
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
-def _concurrency(trials: list[TrialSpec], settings: SweepSettings) -> int:
+def _concurrency(trials: list[TrialSpec], settings: SweepSettings,
+                 packed: dict[str, bool] | None = None) -> int:
     if settings.max_concurrent > 0:
         return settings.max_concurrent
-    t = trials[0].experiment["trainer"]
-    workers = max(t["num_workers"], 1)
-    res = ray.cluster_resources()
-    if t["use_gpu"]:
-        fit = int(res.get("GPU", 0) // workers)
-    else:
-        fit = int(res.get("CPU", 1) // (workers * t["cpus_per_worker"]))
-    return max(1, min(fit, len(trials)))
+    return concurrency(trials, packed or {}, ray.cluster_resources())
 
 
-def check_resources(trials: list[TrialSpec], resources: dict[str, float]) -> None:
+def check_resources(trials: list[TrialSpec], resources: dict[str, float],
+                    packed: dict[str, bool] | None = None) -> None:
     """Fail before launch when no trial could ever be scheduled on this cluster."""
     for t in trials:
         tr = t.experiment["trainer"]
         workers = max(tr["num_workers"], 1)
-        need_cpu = workers * tr["cpus_per_worker"]
-        if tr["use_gpu"] and resources.get("GPU", 0) < workers:
+        need = trial_resources(tr, (packed or {}).get(t.key, False))
+        if tr["use_gpu"] and resources.get("GPU", 0) < need["GPU"]:
             raise ConfigError(
                 f"trial {t.key}: trainer.use_gpu=true with trainer.num_workers={workers} needs "
-                f"{workers} GPU(s); the Ray cluster has {resources.get('GPU', 0):g}")
-        if resources.get("CPU", 0) < need_cpu:
+                f"{need['GPU']:g} GPU(s); the Ray cluster has {resources.get('GPU', 0):g}")
+        if resources.get("CPU", 0) < need["CPU"]:
             raise ConfigError(
                 f"trial {t.key}: trainer.num_workers={workers} x trainer.cpus_per_worker="
-                f"{tr['cpus_per_worker']} needs {need_cpu} CPUs; the Ray cluster has "
+                f"{tr['cpus_per_worker']} needs {need['CPU']:g} CPUs; the Ray cluster has "
                 f"{resources.get('CPU', 0):g}")
 
 
@@ -262,10 +286,13 @@ def _train_clips(d: dict[str, Any]) -> int:
         return 0
 
 
-def describe(space: Space, trials: list[TrialSpec], cost: bool = True) -> str:
+def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
+             plans: dict[str, TrialCache] | None = None) -> str:
     """Dry-run view: the trials a space expands to and their estimated cost (training clip
     passes; the model's trainable parameters and forward GFLOPs per view, measured by building
-    each distinct configuration on CPU)."""
+    each distinct configuration on CPU); with ``plans``, each trial's feature-cache decision
+    and resource request, and device-hours with and without the cache
+    (``vidablate.sweep.cost``)."""
     if space.kind == "hpo":
         t = trials[0]
         clips = _train_clips(t.experiment["data"])
@@ -278,6 +305,10 @@ def describe(space: Space, trials: list[TrialSpec], cost: bool = True) -> str:
             lines.append(f"  {key:<28} {dim}")
         lines.append(f"  total: {space.num_samples * epochs * clips} training clip passes "
                      f"({space.num_samples} x {epochs} epochs x {clips} clips)")
+        if plans and t.key in plans:
+            lines.append(f"  every trial: {describe_plan(plans[t.key], t.experiment['trainer'])}"
+                         f" (sampled values that change the frozen prefix build their own "
+                         f"entries)")
         return "\n".join(lines)
     lines = [f"space {space.name}: {len(space.rows)} rows x {len(trials) // len(space.rows)} "
              f"seeds = {len(trials)} trials"]
@@ -296,9 +327,19 @@ def describe(space: Space, trials: list[TrialSpec], cost: bool = True) -> str:
         toggles = ", ".join(f"{k}={v}" for k, v in t.params.items() if k not in ("seed", "row"))
         lines.append(f"  {t.key:<24} {tr['epochs']} epochs x {clips} clips, "
                      f"{max(tr['num_workers'], 1)} worker(s){extra}, toggles {{{toggles}}}")
+        if plans:
+            lines.append(f"  {'':<24} {describe_plan(plans[t.key], tr)}")
     total = sum(t.experiment["trainer"]["epochs"] * _train_clips(t.experiment["data"])
                 for t in trials)
     lines.append(f"  total: {total} training clip passes")
+    if plans:
+        on = sum(plans[t.key].plan.use for t in trials)
+        lines.append(f"  feature cache: {on} of {len(trials)} trials read it")
+        if cost:
+            from .cost import format_cost, table_cost
+
+            lines.append(format_cost(table_cost(trials, plans,
+                                                {k: v.clips for k, v in plans.items()})))
     return "\n".join(lines)
 
 
@@ -348,8 +389,10 @@ def run_sweep(
         space = select_rows(space, settings.rows)
     trials = expand(space, base, overrides, settings.seeds)  # fails before any trial starts
     sid = sweep_id(space, trials)
+    root = _cache_root(settings)
+    planned = trials if space.kind != "hpo" else trials[:1]  # HPO: the template's prefix
     if settings.dry_run:
-        print(describe(space, trials))
+        print(describe(space, trials, plans=plan_trials(planned, root, settings.cache)))
         return None
     check_storage(_storage(settings))
     if settings.resume:  # a damaged Tune state is reported before anything starts
@@ -358,9 +401,18 @@ def run_sweep(
     check_local_gpu(trials, settings)
     for line in check_data([t.experiment for t in trials]):  # before any run or trial exists
         print(f"pre-flight: {line}", flush=True)
+    plans = plan_trials(planned, root, settings.cache)
+    for t in planned:
+        print(f"trial {t.key}: {describe_plan(plans[t.key], t.experiment['trainer'])}",
+              flush=True)
+    if any(tc.plan.use for tc in plans.values()):
+        ensure_folder(root)
+    packed = {k: tc.packed for k, tc in plans.items()}
+    cache_options = {"mode": settings.cache, "root": root}
 
     _init_ray(settings)
-    check_resources(trials, ray.cluster_resources())  # before any run is created
+    check_resources(trials, ray.cluster_resources(), packed)  # before any run is created
+    build_entries(plans, planned, log=lambda line: print(line, flush=True))
     tracking_uri = resolve_tracking_uri(settings.tracking_uri)
     experiment_name = settings.experiment_name or space.name
     tracker = SweepTracker(tracking_uri, experiment_name)
@@ -370,14 +422,15 @@ def run_sweep(
     })
     storage = _storage(settings)
     if space.kind == "hpo":
-        return _run_hpo(space, trials[0], sid, tracker, parent_id, created, storage, settings)
+        return _run_hpo(space, trials[0], sid, tracker, parent_id, created, storage, settings,
+                        cache_options, packed.get(trials[0].key, False))
     run_ids = {t.key: tracker.child_run(sid, parent_id, t) for t in trials}
     print(f"sweep {sid}: {len(trials)} trials; storage {storage}/{sid}; "
           f"MLflow {_redact(tracking_uri)} (experiment {experiment_name!r}, parent run {parent_id}"
           f"{'' if created else ', resumed'})", flush=True)
 
-    trial_payload = {t.key: {"experiment": t.experiment, "run_id": run_ids[t.key]}
-                     for t in trials}
+    trial_payload = {t.key: {"experiment": t.experiment, "run_id": run_ids[t.key],
+                             "cache": cache_options, "packed": packed[t.key]} for t in trials}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, trials=trial_payload, train_root=f"{storage}/{sid}-train"),
         TRIAL_DRIVER_RESOURCES,
@@ -391,7 +444,7 @@ def run_sweep(
             trainable,
             param_space={"trial": tune.grid_search([t.key for t in trials])},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=_concurrency(trials, settings),
+                max_concurrent_trials=_concurrency(trials, settings, packed),
                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
@@ -454,7 +507,8 @@ def _outcome(t: TrialSpec, result: Any, metrics: dict[str, float]) -> TrialOutco
 
 
 def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, parent_id: str,
-             created: bool, storage: str, settings: SweepSettings) -> SweepReport:
+             created: bool, storage: str, settings: SweepSettings,
+             cache_options: dict[str, Any] | None = None, packed: bool = False) -> SweepReport:
     """Optuna TPE through Ray Tune's OptunaSearch: ``num_samples`` trials, each one
     TorchTrainer; a restarted driver restores the searcher and the unfinished trials."""
     from optuna.samplers import TPESampler
@@ -468,7 +522,8 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
           flush=True)
     trainable = tune.with_resources(
         tune.with_parameters(run_hpo_trial, common=template.experiment,
-                             train_root=f"{storage}/{sid}-train"),
+                             train_root=f"{storage}/{sid}-train", cache_options=cache_options,
+                             packed=packed),
         TRIAL_DRIVER_RESOURCES)
     callback = HPOTrialCallback(tracker.tracking_uri, tracker.experiment, sid, parent_id,
                                 template.experiment, template.seed, epochs, space.num_samples)
@@ -484,7 +539,8 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
             param_space={encode_hpo_key(k): _distribution(d) for k, d in space.search.items()},
             tune_config=tune.TuneConfig(
                 search_alg=searcher, num_samples=space.num_samples,
-                max_concurrent_trials=_concurrency([template], settings),
+                max_concurrent_trials=_concurrency([template], settings,
+                                                   {template.key: packed}),
                 trial_name_creator=lambda t: hpo_trial_key(t.trial_id),
                 trial_dirname_creator=lambda t: hpo_trial_key(t.trial_id),
             ),

@@ -1,0 +1,161 @@
+"""Dry-run cost estimate of a table: trials x epochs x clips, and device-hours with and without
+the feature cache from per-clip step costs measured here (on the GPU when the trials use one
+and this machine has it, else on this CPU). Video decoding is not included; see
+``benchmarks/loader.py`` for what decoding costs and ``benchmarks/README.md`` for how many
+decode processes a GPU needs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from dataclasses import replace as dataclasses_replace
+from typing import Any
+
+import torch
+
+from .caching import TrialCache
+from .space import TrialSpec
+
+
+@dataclass
+class StepCost:
+    """Seconds per clip (one view) of one configuration on one device."""
+
+    train: float
+    """Training step from pixels: frozen prefix + tail + modules, forward and backward."""
+    eval: float
+    """Evaluation forward from pixels."""
+    train_cached: float
+    """Training step from cached prefix tokens."""
+    eval_cached: float
+    build: float
+    """Computing a clip's cache entry (the frozen prefix, forward only)."""
+    device: str
+
+
+def _timed(fn: Any, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up (text features, allocator)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats: int = 2
+            ) -> StepCost:
+    """Time one configuration's steps with random weights and inputs at its real shapes."""
+    from ..config import ExperimentConfig
+    from ..data import cache
+    from ..model import build_model
+    from ..train.loop import make_optimizers, seed_everything
+
+    cfg = ExperimentConfig.from_dict(experiment)
+    use_gpu = cfg.trainer.use_gpu and torch.cuda.is_available()
+    device = torch.device("cuda" if use_gpu else "cpu")
+    autocast = use_gpu and cfg.trainer.amp
+    seed_everything(0)
+    model = build_model(dataclasses_replace(cfg.model, pretrained=None),
+                        cfg.data.num_frames).to(device)
+    d = cfg.data
+    size = model.frame_encoder.visual.image_size
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    video = torch.randn(batch, d.num_frames, 3, size, size, device=device)
+    imu = torch.randn(batch, 6, d.num_frames * d.imu_rate, device=device)
+    classes = d.base_classes if d.protocol == "base_novel" else d.num_classes
+    names = [f"action number {i}" for i in range(classes)]
+    target = torch.zeros(batch, dtype=torch.long, device=device)
+    optimizers, _ = make_optimizers(model, cfg.trainer) if cfg.trainer.epochs else ({}, {})
+    select = cache.token_selection(model.frame_encoder)[0]
+    tokens = cache.compute_tokens(model.frame_encoder, video, select, autocast)
+
+    def step(cached: bool) -> None:
+        model.train()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits, out = model(None if cached else video, imu, names,
+                                tokens if cached else None)
+        loss = model.loss(logits.float(), out, target)["loss"]
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers.values():
+            opt.step()
+
+    @torch.no_grad()
+    def forward(cached: bool) -> None:
+        model.eval()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            model(None if cached else video, imu, names, tokens if cached else None)
+
+    per = 1.0 / batch
+    train = _timed(lambda: step(False), device, repeats) * per if optimizers else 0.0
+    train_c = _timed(lambda: step(True), device, repeats) * per \
+        if optimizers and tc.plan.use else train
+    ev = _timed(lambda: forward(False), device, repeats) * per
+    ev_c = _timed(lambda: forward(True), device, repeats) * per if tc.plan.use else ev
+    build = _timed(lambda: cache.compute_tokens(model.frame_encoder, video, select, autocast),
+                   device, repeats) * per
+    return StepCost(train, ev, train_c, ev_c, build, device.type)
+
+
+@dataclass
+class TableCost:
+    passes: int
+    """Training clip passes (trials x epochs x clips)."""
+    without: float
+    """Seconds without the cache."""
+    with_cache: float
+    """Seconds with the cache, its building included."""
+    build: float
+    device: str
+
+
+def table_cost(trials: list[TrialSpec], plans: dict[str, TrialCache],
+               clips: dict[str, dict[str, int]], repeats: int = 2) -> TableCost:
+    """Sum the measured per-clip costs over the trials' epochs, training clips and evaluation
+    views; each distinct cache entry is built once."""
+    costs: dict[str, StepCost] = {}
+    without = with_cache = build = 0.0
+    passes = 0
+    built: set[str] = set()
+    device = "cpu"
+    for t in trials:
+        tc = plans[t.key]
+        blob = repr((t.experiment["model"], t.experiment["data"]["num_frames"],
+                     t.experiment["trainer"]["use_gpu"], tc.plan.use,
+                     t.experiment["data"]["base_classes"], t.experiment["data"]["num_classes"]))
+        if blob not in costs:
+            costs[blob] = measure(t.experiment, tc, repeats=repeats)
+        c = costs[blob]
+        device = c.device
+        tr, ev = t.experiment["trainer"], t.experiment["eval"]
+        epochs = int(tr["epochs"])
+        n_train = clips[t.key].get("train", 0)
+        views = int(ev["temporal_views"]) * int(ev["spatial_crops"])
+        n_eval = sum(n for name, n in clips[t.key].items() if name != "train") * views
+        evals = max(1, epochs // max(int(tr["eval_every"]), 1)) if epochs else 1
+        passes += epochs * n_train
+        cost_off = epochs * n_train * c.train + evals * n_eval * c.eval
+        without += cost_off
+        if not tc.plan.use:
+            with_cache += cost_off
+            continue
+        with_cache += epochs * n_train * c.train_cached + evals * n_eval * c.eval_cached
+        for entry in tc.plan.entries.values():
+            if entry.key not in built:
+                built.add(entry.key)
+                build += entry.rows * entry.views * c.build
+    return TableCost(passes, without, with_cache + build, build, device)
+
+
+def format_cost(tc: TableCost) -> str:
+    where = "GPU" if tc.device == "cuda" else "CPU of this machine; a dry run on a GPU node " \
+        "with trainer.use_gpu=true measures GPU-hours"
+    ratio = tc.without / tc.with_cache if tc.with_cache > 0 else float("inf")
+    return (f"  estimated device-hours ({where}; per-clip step costs measured now, decoding "
+            f"not included): {tc.without / 3600:.3g} h without the feature cache, "
+            f"{tc.with_cache / 3600:.3g} h with it, building included "
+            f"({tc.build / 3600:.2g} h): {ratio:.1f}x cheaper")
