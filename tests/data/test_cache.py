@@ -142,7 +142,8 @@ def test_random_training_input_is_cached_as_fixed_draws(tmp_path):
 
 @pytest.mark.parametrize(("kw", "reason"), [
     ({"model": {"trainable_blocks": 4, "mmb": False}}, "full fine-tuning"),
-    ({"model": {"spg": True, "mmb": False}}, "block 1"),
+    ({"model": {"spg": True, "mmb": False}}, "block 1 carries PreChain"),
+    ({"model": {"cct": True, "mmb": False}}, "block 1 carries CrossFrameMessage"),
     ({"data": {"mixup": 0.8}, "model": {"sirm": False}}, "mixup"),
 ])
 def test_trials_that_cannot_use_the_cache_say_why(tmp_path, kw, reason):

@@ -14,7 +14,8 @@ When a trial uses it (``plan``): the prefix must be non-empty (no full fine-tuni
 block 1 such as OmniCLIP's SPG/TE), no pixel mixing (MixUp/CutMix), and a filesystem path to
 store it. The inputs must be deterministic for a given view: evaluation views are; a training
 clip whose frames are drawn at random (TSN jitter, augmentation, a shorter clip from a longer
-video) is cached as ``data.cache_train_views`` fixed draws, and epoch e reads draw e mod V;
+video) is cached as V = min(``data.cache_train_views``, epochs) fixed draws, and epoch e reads
+draw e mod V;
 ``data.cache_train_views=0`` turns the cache off for such trials instead (same random input
 distribution as uncached training). A deterministic training input is drawn once.
 
@@ -201,8 +202,12 @@ def plan(cfg: Any, model: torch.nn.Module, data: Any, root: str | None, mode: st
     fe = model.frame_encoder
     depth = len(fe.visual.transformer.resblocks)
     if fe.split == 0:
+        first = fe.blocks[0] if len(fe.blocks) else None
+        hooks = [type(getattr(first, k)).__name__ for k in ("pre", "message", "attention",
+                                                           "adapter")
+                 if first is not None and getattr(first, k) is not None]
         why = ("full fine-tuning" if fe.full_finetune else
-               "block 1 is trained or hooked (e.g. OmniCLIP SPG/TE)")
+               f"block 1 carries {', '.join(hooks)}" if hooks else "block 1 is trained")
         return CachePlan(False, f"no frozen visual prefix: {why}")
     if cfg.data.mixup or cfg.data.cutmix:
         return CachePlan(False, "data.mixup/cutmix mix pixels before the frozen blocks")
@@ -213,7 +218,7 @@ def plan(cfg: Any, model: torch.nn.Module, data: Any, root: str | None, mode: st
                                 f"{root!r}; pass cache_path=<shared folder>")
     views, random_train = 1, False
     if cfg.trainer.epochs > 0 and data.train is not None and train_input_random(data.train):
-        views, random_train = cfg.data.cache_train_views, True
+        views, random_train = min(cfg.data.cache_train_views, cfg.trainer.epochs), True
         if views == 0:
             return CachePlan(False, "random training input (sampling jitter/augmentation) and "
                                     "data.cache_train_views=0")

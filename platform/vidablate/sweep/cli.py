@@ -46,8 +46,9 @@ def explicit_overrides(cfg: dict[str, Any], task_overrides: list[str]) -> dict[s
     return out
 
 
-def main(cfg: DictConfig, task_overrides: list[str]) -> int:
-    """Run the sweep described by a composed Hydra config; returns a process exit code."""
+def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False) -> int:
+    """Run the sweep described by a composed Hydra config (or, ``cache_only``, only build its
+    feature cache); returns a process exit code."""
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
     base = {k: raw[k] for k in SECTIONS}
@@ -61,7 +62,7 @@ def main(cfg: DictConfig, task_overrides: list[str]) -> int:
         num_cpus=raw["num_cpus"], experiment_name=raw["experiment_name"],
         verbose_workers=bool(raw["verbose_workers"]), dry_run=bool(raw["dry_run"]),
         cache="off" if raw["cache"] in (False, "off") else str(raw["cache"]),
-        cache_path=raw["cache_path"],
+        cache_path=raw["cache_path"], cache_only=cache_only,
     )
     try:
         report = run_sweep(str(raw["space"]), base, explicit_overrides(raw, task_overrides),

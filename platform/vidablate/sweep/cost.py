@@ -45,9 +45,10 @@ def _timed(fn: Any, device: torch.device, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats: int = 2
-            ) -> StepCost:
-    """Time one configuration's steps with random weights and inputs at its real shapes."""
+def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats: int = 2,
+            classes: int | None = None) -> StepCost:
+    """Time one configuration's steps with random weights and inputs at its real shapes
+    (``classes`` overrides the number of class names scored)."""
     from ..config import ExperimentConfig
     from ..data import cache
     from ..model import build_model
@@ -65,7 +66,7 @@ def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats:
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     video = torch.randn(batch, d.num_frames, 3, size, size, device=device)
     imu = torch.randn(batch, 6, d.num_frames * d.imu_rate, device=device)
-    classes = d.base_classes if d.protocol == "base_novel" else d.num_classes
+    classes = classes or (d.base_classes if d.protocol == "base_novel" else d.num_classes)
     names = [f"action number {i}" for i in range(classes)]
     target = torch.zeros(batch, dtype=torch.long, device=device)
     optimizers, _ = make_optimizers(model, cfg.trainer) if cfg.trainer.epochs else ({}, {})

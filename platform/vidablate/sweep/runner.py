@@ -96,6 +96,8 @@ class SweepSettings:
     why), ``off``, or ``require`` (fail when a trial cannot)."""
     cache_path: str | None = None
     """Where cached features live; default ``<storage>/feature_cache`` (shared by nodes)."""
+    cache_only: bool = False
+    """Build the trials' feature-cache entries and stop (``jobs/cache_features.py``)."""
 
 
 @dataclass
@@ -412,7 +414,11 @@ def run_sweep(
 
     _init_ray(settings)
     check_resources(trials, ray.cluster_resources(), packed)  # before any run is created
-    build_entries(plans, planned, log=lambda line: print(line, flush=True))
+    counts = build_entries(plans, planned, log=lambda line: print(line, flush=True))
+    if settings.cache_only:
+        print(f"feature cache of {space.name} in {root}: {counts['entries']} entries, "
+              f"{counts['reused']} were complete, {counts['parts']} part(s) built", flush=True)
+        return None
     tracking_uri = resolve_tracking_uri(settings.tracking_uri)
     experiment_name = settings.experiment_name or space.name
     tracker = SweepTracker(tracking_uri, experiment_name)
