@@ -103,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--step-json", type=Path, help="results of gpu_step.py --json on a GPU")
     ap.add_argument("--clips", type=int, default=48, help="clips decoded per backend")
-    ap.add_argument("--cache-rows", type=int, default=512)
+    ap.add_argument("--cache-rows", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -15,6 +15,7 @@ from typing import Any
 
 import open_clip
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -244,6 +245,7 @@ class FrameEncoder(nn.Module):
         self.split = min(self.tune_from, first_hooked)
         self.full_finetune = trainable_blocks >= depth
         self.return_patches = return_patches
+        self.checkpoint_blocks = False
         self.visual = visual
         for p in visual.parameters():
             p.requires_grad_(False)
@@ -269,6 +271,11 @@ class FrameEncoder(nn.Module):
                 for name in ("conv1", "ln_pre"):
                     setattr(frozen, name, nn.Identity())
             self.teacher_visual = frozen
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute the trainable tail blocks in backward (``trainer.activation_checkpointing``):
+        their activations are not kept, at the cost of a second forward of those blocks."""
+        self.checkpoint_blocks = bool(on)
 
     @property
     def embed_dim(self) -> int:
@@ -310,8 +317,13 @@ class FrameEncoder(nn.Module):
             b, t = video.shape[:2]
             tokens = self.prefix(video.flatten(0, 1))
         x = tokens
+        recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, t, self.grid)
+            if recompute and any(p.requires_grad for p in block.parameters()):
+                x = torch.utils.checkpoint.checkpoint(block, x, t, self.grid,
+                                                      use_reentrant=False)
+            else:
+                x = block(x, t, self.grid)
         cls, patches = self._head(self.visual, x, self.return_patches)
         teacher = None
         if self.teacher is not None and self.training:  # only the training loss reads it

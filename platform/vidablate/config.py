@@ -463,6 +463,14 @@ class TrainConfig:
     default). Trials that run ViT blocks keep a whole GPU."""
     amp: bool = True
     """Mixed precision (bf16 autocast) on GPU; ignored on CPU."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile`` (the first steps pay for compilation)."""
+    compile_mode: str = "default"
+    """``torch.compile`` mode: default | reduce-overhead | max-autotune."""
+    activation_checkpointing: bool = False
+    """Recompute the trainable ViT blocks in the backward pass instead of storing their
+    activations: less memory for full fine-tuning (X-CLIP, STDD full) at about one extra
+    forward of those blocks."""
     checkpoint_every: int = 1
     """Save a resumable checkpoint every k epochs (and always after the last)."""
     max_failures: int = 2
@@ -583,6 +591,7 @@ TEXT_TOGGLES = ("map", "learnable_ctx", "st_aug")
 """Toggles that each replace the hand-crafted text prompts; at most one may be on."""
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 SAMPLINGS = ("sparse", "dense")
 DECODERS = ("auto", "decord", "pyav")
 DATA_PATH_FIELDS = ("train_manifest", "test_manifest", "class_names_file", "video_root",
@@ -607,6 +616,9 @@ def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig)
         raise ConfigError(f"data.decoder must be one of {DECODERS}, got {d.decoder!r}")
     if d.on_corrupt not in ("skip", "fail"):
         raise ConfigError(f"data.on_corrupt must be skip|fail, got {d.on_corrupt!r}")
+    if t.compile_mode not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile_mode must be one of {COMPILE_MODES}, got "
+                          f"{t.compile_mode!r}")
     if not 0.0 < t.packed_gpu_fraction <= 1.0:
         raise ConfigError(f"trainer.packed_gpu_fraction must be in (0, 1], got "
                           f"{t.packed_gpu_fraction}")

@@ -118,7 +118,7 @@ class SIRMRefiner(nn.Module):
         self.sirm = sirm
 
     def forward(self, frames: torch.Tensor, ctx: StageContext) -> torch.Tensor:
-        return self.sirm(frames, ctx.f_imu)[0]
+        return self.sirm(frames, ctx.f_imu, return_weights=False)[0]
 
 
 class SGAMPool(nn.Module):

@@ -31,6 +31,8 @@ def test_cache_job_then_table_reads_it(ablate_cmd, tmp_path):
                          timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "2 complete, 0 part(s) to build" in run.stdout
+    # the trials computed the same keys as the driver: no entry of their own
+    assert sorted((tmp_path / "ray_results" / "feature_cache").glob("*/part-*.done")) == parts
     assert "trial mmb-s0: cache on (whole visual tower frozen" in run.stdout
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("motionprompt_key_designs")

@@ -107,11 +107,13 @@ class SIRM(nn.Module):
         self.attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
 
     def forward(
-        self, frames: torch.Tensor, f_imu: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames [B, N, D], f_imu [B, D] -> (refined frames [B, N, D], attention [B, N])."""
-        out, weights = self.attn(f_imu.unsqueeze(1), frames, frames, need_weights=True)
-        return frames + out, weights.squeeze(1)
+        self, frames: torch.Tensor, f_imu: torch.Tensor, return_weights: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """frames [B, N, D], f_imu [B, D] -> (refined frames [B, N, D], attention [B, N]).
+        ``return_weights=False`` skips the weights so torch runs its fused SDPA kernel."""
+        out, weights = self.attn(f_imu.unsqueeze(1), frames, frames,
+                                 need_weights=return_weights)
+        return frames + out, (weights.squeeze(1) if weights is not None else None)
 
 
 class SGAM(nn.Module):

@@ -51,17 +51,20 @@ def plan_trials(trials: list[TrialSpec], root: str, mode: str) -> dict[str, Tria
                                sort_keys=True)
         data_key = json.dumps([t.experiment["data"], t.experiment["eval"], cfg.trainer.seed,
                                cfg.trainer.epochs > 0, cfg.model.uses_imu], sort_keys=True)
-        if model_key not in models:
-            seed_everything(cfg.trainer.seed)  # the loop seeds before building its model
-            models[model_key] = build_model(cfg.model, cfg.data.num_frames)
         if data_key not in datas:
             seed_everything(cfg.trainer.seed)
             datas[data_key] = build_protocol(cfg)
         data = datas[data_key]
-        try:
-            p = cache.plan(cfg, models[model_key], data, root, mode)
-        except cache.CacheError as err:
-            raise ConfigError(str(err)) from None
+        if mode in (False, "off"):  # no model to build (it may mean loading real weights)
+            p = cache.CachePlan(False, "cache=off")
+        else:
+            if model_key not in models:
+                seed_everything(cfg.trainer.seed)  # the loop seeds before building its model
+                models[model_key] = build_model(cfg.model, cfg.data.num_frames)
+            try:
+                p = cache.plan(cfg, models[model_key], data, root, mode)
+            except cache.CacheError as err:
+                raise ConfigError(str(err)) from None
         if mode == "require" and not p.use:
             raise ConfigError(f"cache=require, but trial {t.key} cannot read the feature "
                               f"cache: {p.reason}")

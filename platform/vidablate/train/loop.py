@@ -188,7 +188,8 @@ def train_batch(batch: dict[str, Any], mix: Any) -> tuple[torch.Tensor, Any, tor
                                                            float]:
     """(video, imu, target, weight) for one step: clips that failed to decode are dropped;
     when none is left the step still runs on the placeholders with weight 0, so every DDP
-    rank takes part in the gradient all-reduce. Mixing makes targets soft [B, C]."""
+    rank takes part in the gradient all-reduce. Mixing makes targets soft [B, C]. Called on
+    the loader's host batch, so the validity check never waits for the device."""
     video, imu, target = batch.get("video", batch.get("tokens")), batch.get("imu"), batch["label"]
     weight = 1.0
     valid = batch.get("valid")
@@ -298,6 +299,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         start_epoch, history = state["epoch"], state["history"]
         run_id = run_id or state["mlflow_run_id"]
     wrapped = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
+    model.frame_encoder.set_activation_checkpointing(cfg.trainer.activation_checkpointing)
+    if cfg.trainer.compile:  # compiling the DDP wrapper lets DDP's optimizer split graphs at
+        # its gradient buckets; evaluation runs the plain module (no recompiles for eval shapes)
+        wrapped = torch.compile(wrapped, mode=cfg.trainer.compile_mode)
 
     assert data.train is not None
     per_worker = max(cfg.trainer.batch_size // max(world, 1), 1)
@@ -328,10 +333,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             sums += torch.tensor(partial, dtype=torch.float64, device=device)
         jit_saved = False
         for step, batch in enumerate(loader, start=skip + 1):
-            batch = _to(batch, device)
+            # decode validity and mixing are decided on the host copy: no device sync per step
             if "valid" in batch:
-                sums[4] += (~batch["valid"].bool()).sum()
+                sums[4] += int((~torch.as_tensor(batch["valid"]).bool()).sum())
             video, imu, target, weight = train_batch(batch, mix)
+            video, target = video.to(device, non_blocking=True), target.to(device,
+                                                                           non_blocking=True)
+            imu = imu.to(device, non_blocking=True) if imu is not None else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits, out = wrapped(None if cached else video, imu, data.train_names,
                                       video if cached else None)

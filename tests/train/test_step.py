@@ -1,0 +1,111 @@
+"""The efficient training step: activation checkpointing changes memory, not results; every
+attention the modules add runs through PyTorch's SDPA; the loop compiles the model on request;
+the host decides decode validity (no device sync)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidablate.config import ConfigError, ExperimentConfig
+from vidablate.data.synthetic import class_names
+from vidablate.model import build_model
+from vidablate.train.loop import seed_everything, train_batch
+
+from ..fakes import FakeTrain
+
+
+def _model(**kw):
+    seed_everything(0)
+    cfg = ExperimentConfig.from_dict({"model": kw}).validate()
+    return build_model(cfg.model, cfg.data.num_frames)
+
+
+def _batch(b: int = 2):
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(b, 8, 3, 32, 32, generator=g), torch.randn(b, 6, 128, generator=g),
+            torch.tensor([0, 3][:b]))
+
+
+def _loss_and_grads(model):
+    video, imu, target = _batch()
+    model.train()
+    logits, out = model(video, imu, class_names(16))
+    loss = model.loss(logits, out, target)["loss"]
+    model.zero_grad()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                           if p.grad is not None}
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    full = {"trainable_blocks": 4, "distill": False, "cct": True, "mit": True}
+    plain = _model(**full)
+    loss, grads = _loss_and_grads(plain)
+    ckpt = _model(**full)
+    ckpt.frame_encoder.set_activation_checkpointing(True)
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+    try:
+        torch.utils.checkpoint.checkpoint = lambda *a, **k: calls.append(1) or original(*a, **k)
+        loss2, grads2 = _loss_and_grads(ckpt)
+        n_train = len(calls)
+        ckpt.eval()
+        with torch.no_grad():
+            ckpt(_batch()[0], None, class_names(16))
+        assert len(calls) == n_train  # evaluation never recomputes
+    finally:
+        torch.utils.checkpoint.checkpoint = original
+    assert n_train == 4  # every trainable block
+    torch.testing.assert_close(loss2, loss, rtol=0, atol=1e-6)
+    assert grads.keys() == grads2.keys() and len(grads) > 20
+    for name in grads:
+        torch.testing.assert_close(grads2[name], grads[name], rtol=1e-5, atol=1e-6)
+
+
+def test_every_added_attention_runs_through_sdpa(monkeypatch):
+    model = _model(sirm=True, sgam=False, mmb=True, mcb=True, cct=True, video_prompt=True,
+                   distill=False)
+    mha_calls, sdpa_calls = [], []
+    for m in model.modules():
+        if isinstance(m, torch.nn.MultiheadAttention):
+            m.register_forward_hook(lambda *_: mha_calls.append(1))
+    original = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **k: sdpa_calls.append(1) or original(*a, **k))
+    video, imu, target = _batch()
+    model.train()
+    logits, out = model(video, imu, class_names(16))
+    model.loss(logits, out, target)["loss"].backward()
+    # the backbone's own attention (4 blocks, text tower) plus SIRM, MMB (2), MCB (2), CCT (4),
+    # video-specific prompt: each MHA call is one SDPA call; the prompt adds direct SDPA calls
+    assert len(mha_calls) > 10
+    assert len(sdpa_calls) >= len(mha_calls), "an attention computed its weights by hand"
+
+
+def test_the_loop_compiles_the_model_on_request(tmp_path, monkeypatch):
+    from vidablate.train import loop
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m, mode: compiled.append(mode) or m)
+    fake = FakeTrain(tmp_path)
+    exp = {"data": {"train_per_class": 1, "test_per_class": 1},
+           "trainer": {"epochs": 1, "batch_size": 8, "num_workers": 0, "compile": True,
+                       "compile_mode": "max-autotune", "activation_checkpointing": True}}
+    with monkeypatch.context() as m:
+        fake.install(m)
+        loop.train_loop_per_worker({"experiment": exp, "mlflow_run_id": None})
+    assert compiled == ["max-autotune"] and fake.reports[-1]["epoch"] == 1
+    with pytest.raises(ConfigError, match="trainer.compile_mode"):
+        ExperimentConfig.from_dict({"trainer": {"compile_mode": "fast"}}).validate()
+
+
+def test_invalid_clips_are_dropped_on_the_host_batch():
+    video, imu, target = torch.randn(3, 8, 3, 32, 32), torch.randn(3, 6, 128), torch.arange(3)
+    batch = {"video": video, "imu": imu, "label": target,
+             "valid": torch.tensor([True, False, True])}
+    v, i, t, w = train_batch(batch, None)
+    assert v.shape[0] == 2 and t.tolist() == [0, 2] and w == 1.0 and v.device.type == "cpu"
+    batch["valid"] = torch.zeros(3, dtype=torch.bool)
+    assert train_batch(batch, None)[3] == 0.0
