@@ -24,7 +24,7 @@ def test_cache_job_then_table_reads_it(ablate_cmd, tmp_path):
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     assert "2 entries" in build.stdout and "on 2 worker(s)" in build.stdout, build.stdout
     parts = sorted((tmp_path / "ray_results" / "feature_cache").glob("*/part-*.done"))
-    assert len(parts) == 2 + 2  # train: 32 clips, test: 32 clips, 16 per part
+    assert len(parts) == 4 + 2  # train: 32 classes x 2 clips, test: 32 x 1; 16 per part
     assert not (tmp_path / "mlflow.db").exists()  # building trains and logs nothing
 
     run = subprocess.run(ablate_cmd + common, cwd=tmp_path, capture_output=True, text=True,

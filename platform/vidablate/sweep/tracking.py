@@ -20,7 +20,7 @@ SWEEP_TAG = "vidablate.sweep_id"
 TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm", "top1",
-                   "top5", "top1_std", "top5_std", "corrupt_train", "corrupt_eval")
+                   "top5", "top1_std", "top5_std", "corrupt_train", "corrupt_eval", "feature_cache")
 KSHOT_KEY = "kshot_split"
 """A trial's first report carries its drawn k-shot list (JSON), saved as an artifact."""
 DIVERGED_KEY = "diverged"

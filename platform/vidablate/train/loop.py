@@ -137,8 +137,7 @@ def evaluate(
             video = video.flatten(0, 1)
             imu = imu.flatten(0, 1) if imu is not None else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits, _ = model(None if cached else video, imu, names,
-                              video if cached else None)
+            logits, _ = model(None, imu, names, video) if cached else model(video, imu, names)
         scores = score_views(logits, b, views, average)
         valid = batch["valid"].bool() if "valid" in batch else torch.ones(b, dtype=torch.bool,
                                                                            device=device)
@@ -341,8 +340,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                                                            non_blocking=True)
             imu = imu.to(device, non_blocking=True) if imu is not None else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits, out = wrapped(None if cached else video, imu, data.train_names,
-                                      video if cached else None)
+                logits, out = wrapped(None, imu, data.train_names, video) if cached \
+                    else wrapped(video, imu, data.train_names)
             parts = model.loss(logits.float(), out, target, cfg.trainer.label_smoothing)
             for opt in optimizers.values():
                 opt.zero_grad(set_to_none=True)
