@@ -449,8 +449,20 @@ class TrainConfig:
     momentum: float = 0.9
     """SGD momentum for the new modules (isclip leaves it open)."""
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    """Adam/AdamW beta1 (torch default; omniclip Table 1: 0.9)."""
+    adam_beta2: float = 0.999
+    """Adam/AdamW beta2 (torch default; omniclip Table 1: 0.98)."""
     lr_schedule: str = "constant"
-    """constant | cosine over the epochs (isclip names no schedule: constant)."""
+    """constant | cosine over the epochs after the warm-up (isclip names no schedule:
+    constant)."""
+    warmup_epochs: int = 0
+    """Linear warm-up: epoch e < W trains at (e+1)/(W+1) of the learning rate, then the schedule
+    runs over the remaining epochs; a run shorter than the warm-up ends inside it (omniclip
+    Table 1: 5; the other papers name none: 0)."""
+    min_lr_ratio: float = 0.0
+    """Floor of the cosine schedule as a fraction of the learning rate (omniclip Table 1:
+    minimal learning rate 2e-5 for 2e-3, i.e. 0.01)."""
     label_smoothing: float = 0.0
     seed: int = 0
     num_workers: int = 1
@@ -471,6 +483,13 @@ class TrainConfig:
     """Recompute the trainable ViT blocks in the backward pass instead of storing their
     activations: less memory for full fine-tuning (X-CLIP, STDD full) at about one extra
     forward of those blocks."""
+    epoch_average: bool = False
+    """Evaluate the uniform average of the trainable weights at the end of each epoch from
+    ``epoch_average_start`` on, instead of the last weights (stdd §Implementation Details,
+    following Open-VCLIP: "the models learned in different epochs are averaged")."""
+    epoch_average_start: int = 1
+    """First epoch (1-based) whose weights enter the average (stdd leaves it open: 1, every
+    epoch). Until then evaluation uses the current weights."""
     checkpoint_every: int = 1
     """Save a resumable checkpoint every k epochs (and always after the last)."""
     max_failures: int = 2
@@ -551,6 +570,16 @@ class ExperimentConfig:
                                   f"got {getattr(t, name)!r}")
         if t.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"trainer.lr_schedule must be constant|cosine, got {t.lr_schedule!r}")
+        if t.epoch_average_start < 1:
+            raise ConfigError(f"trainer.epoch_average_start must be >= 1, got "
+                              f"{t.epoch_average_start}")
+        if t.warmup_epochs < 0:
+            raise ConfigError(f"trainer.warmup_epochs must be >= 0, got {t.warmup_epochs}")
+        if not 0.0 <= t.min_lr_ratio < 1.0:
+            raise ConfigError(f"trainer.min_lr_ratio must be in [0, 1), got {t.min_lr_ratio}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(t, name) < 1.0:
+                raise ConfigError(f"trainer.{name} must be in [0, 1), got {getattr(t, name)}")
         if t.preemption_check_every < 0:
             raise ConfigError("trainer.preemption_check_every must be >= 0 (0 = off)")
         if t.num_workers < 0 or t.max_failures < 0:

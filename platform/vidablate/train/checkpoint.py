@@ -60,10 +60,11 @@ def save_state(
     mlflow_run_id: str | None,
     step: int = 0,
     partial: list[float] | None = None,
+    epoch_average: dict[str, Any] | None = None,
 ) -> Path:
     """Write everything needed to continue after ``epoch`` finished epochs and ``step`` batches
     of the next one (a just-in-time checkpoint on preemption; ``partial`` holds that epoch's
-    running loss sums)."""
+    running loss sums; ``epoch_average`` the running weight average, when one is kept)."""
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     path = Path(directory) / STATE_FILE
     torch.save(
@@ -78,6 +79,7 @@ def save_state(
             "mlflow_run_id": mlflow_run_id,
             "step": step,
             "partial": list(partial or []),
+            "epoch_average": epoch_average,
         },
         path,
     )

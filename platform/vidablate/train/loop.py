@@ -11,6 +11,7 @@ import math
 import random
 import tempfile
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from ..config import ExperimentConfig, TrainConfig
 from ..data.protocols import PROTOCOL_METRICS, ProtocolData, build_protocol, protocol_metrics
 from ..model import VideoCLIP, build_model
 from ..sweep.tracking import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
+from .averaging import EpochAverage
 from .checkpoint import load_state, save_state
 
 
@@ -49,22 +51,31 @@ def make_optimizers(
             optimizers[name] = _optimizer(kind[name], params, lr[name], cfg)
     if not optimizers:
         raise ValueError("nothing to train: no trainable parameters for this configuration")
-    if cfg.lr_schedule == "cosine":
-        def factor(epoch: int) -> float:
-            return 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
-    else:
-        def factor(epoch: int) -> float:
-            return 1.0
+    def factor(epoch: int) -> float:
+        return lr_factor(epoch, cfg)
     schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
     return optimizers, schedulers
+
+
+def lr_factor(epoch: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier of ``epoch``: linear warm-up over ``warmup_epochs``, then constant
+    or cosine from 1 down to ``min_lr_ratio`` over the remaining epochs (omniclip Table 1)."""
+    warmup = cfg.warmup_epochs
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    if cfg.lr_schedule != "cosine":
+        return 1.0
+    progress = (epoch - warmup) / max(cfg.epochs - warmup, 1)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _optimizer(kind: str, params: list, lr: float, cfg: TrainConfig) -> torch.optim.Optimizer:
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
     if kind == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -224,7 +235,8 @@ class ResumableSampler(DistributedSampler):
 
 
 def _jit_checkpoint(rank: int, model: VideoCLIP, optimizers: dict, schedulers: dict, epoch: int,
-                    step: int, sums: torch.Tensor, history: list, run_id: str | None) -> None:
+                    step: int, sums: torch.Tensor, history: list, run_id: str | None,
+                    average: EpochAverage | None = None) -> None:
     """Ray Train says a node is about to be preempted: save mid-epoch state now and keep
     training; the restarted run resumes at this step instead of at the epoch's start. The
     running loss sums are saved summed over ranks (rank 0 takes them back on resume)."""
@@ -233,7 +245,8 @@ def _jit_checkpoint(rank: int, model: VideoCLIP, optimizers: dict, schedulers: d
         ckpt = None
         if rank == 0:
             save_state(tmp, model, optimizers, schedulers, epoch, history, run_id, step=step,
-                       partial=total.tolist())
+                       partial=total.tolist(),
+                       epoch_average=average.state_dict() if average else None)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({"epoch": epoch, "jit_checkpoint_step": step}, checkpoint=ckpt)
 
@@ -289,6 +302,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         ray.train.report(metrics)
         return
     optimizers, schedulers = make_optimizers(model, cfg.trainer)
+    average = EpochAverage(model, cfg.trainer.epoch_average_start) \
+        if cfg.trainer.epoch_average else None
     history: list[dict[str, float]] = []
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
@@ -296,6 +311,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             state = load_state(directory, model, optimizers, schedulers)
         start_epoch, history = state["epoch"], state["history"]
+        if average is not None and state.get("epoch_average"):
+            average.load_state_dict(state["epoch_average"])
         run_id = run_id or state["mlflow_run_id"]
     wrapped = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
     model.frame_encoder.set_activation_checkpointing(cfg.trainer.activation_checkpointing)
@@ -355,7 +372,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     and ray.train.get_preemption_info() is not None:  # a barrier on all ranks
                 jit_saved = True
                 _jit_checkpoint(rank, model, optimizers, schedulers, epoch, step, sums,
-                                history, run_id)
+                                history, run_id, average)
         for sched in schedulers.values():
             sched.step()
         sums = _all_reduce(sums)
@@ -367,6 +384,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 f"diverged (lower the learning rates trainer.lr_visual={cfg.trainer.lr_visual}"
                 f" / trainer.lr_new={cfg.trainer.lr_new})")})
             return
+        if average is not None:
+            average.update(epoch + 1)
         metrics: dict[str, float] = {
             "epoch": epoch + 1,
             "train_loss": float(sums[0]) / n,
@@ -378,15 +397,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         }
         last = epoch + 1 == cfg.trainer.epochs
         if last or (epoch + 1) % cfg.trainer.eval_every == 0:
-            metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast,
-                                             workers))
+            with average.applied() if average is not None else nullcontext():
+                metrics.update(evaluate_protocol(model, data, cfg, device, rank, world,
+                                                 autocast, workers))
         history.append({**{k: v for k, v in metrics.items() if k != KSHOT_KEY},
                         "finished_at": time.time()})
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None
                 if rank == 0:
-                    save_state(tmp, model, optimizers, schedulers, epoch + 1, history, run_id)
+                    save_state(tmp, model, optimizers, schedulers, epoch + 1, history, run_id,
+                               epoch_average=average.state_dict() if average else None)
                     ckpt = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=ckpt)
         else:
