@@ -41,3 +41,21 @@ class FakeTrain:
     def preemption(self):
         self.checks += 1
         return object() if self.checks == self.warn_at else None
+
+
+def run_until_preempted(loop, config: dict, fake: FakeTrain, monkeypatch) -> None:
+    """Run ``loop.train_loop_per_worker`` until its just-in-time checkpoint on the preemption
+    warning is saved, then die as the preempted node would."""
+    import pytest
+
+    original = loop._jit_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        raise RuntimeError("node preempted")
+
+    with monkeypatch.context() as m:
+        fake.install(m)
+        m.setattr(loop, "_jit_checkpoint", save_then_die)
+        with pytest.raises(RuntimeError, match="node preempted"):
+            loop.train_loop_per_worker(config)

@@ -28,7 +28,7 @@ from vidablate.sweep.space import TrialSpec, load_space
 from vidablate.sweep.tracking import DIVERGED_KEY, MLflowTrialCallback
 from vidablate.train.loop import train_loop_per_worker
 
-from ..fakes import FakeTrain
+from ..fakes import FakeTrain, run_until_preempted
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -181,17 +181,7 @@ def test_preemption_saves_mid_epoch_and_the_restart_continues_exactly(tmp_path, 
     # checks at steps 2, 4, 6, 8 of each 8-step epoch: the 6th is epoch 2, step 4
     (tmp_path / "run").mkdir()
     first = FakeTrain(tmp_path / "run", warn_at=6)
-    original = loop._jit_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        original(*args, **kwargs)
-        raise RuntimeError("node preempted")
-
-    with monkeypatch.context() as m:
-        first.install(m)
-        m.setattr(loop, "_jit_checkpoint", save_then_die)
-        with pytest.raises(RuntimeError, match="node preempted"):
-            loop.train_loop_per_worker(config)
+    run_until_preempted(loop, config, first, monkeypatch)
     assert first.reports[-1] == {"epoch": 1, "jit_checkpoint_step": 4}
     with first.latest.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, weights_only=True)

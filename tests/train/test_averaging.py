@@ -14,7 +14,7 @@ from vidablate.config import ConfigError, ExperimentConfig
 from vidablate.train.averaging import EpochAverage
 from vidablate.train.checkpoint import STATE_FILE
 
-from ..fakes import FakeTrain
+from ..fakes import FakeTrain, run_until_preempted
 
 
 def _net() -> nn.Module:
@@ -68,7 +68,7 @@ def _experiment(epochs: int, **trainer) -> dict:
                         **trainer}}
 
 
-def _trainable(directory) -> dict[str, torch.Tensor]:
+def _state(directory) -> dict:
     with directory.as_directory() as d:
         return torch.load(Path(d) / STATE_FILE, weights_only=True)
 
@@ -90,7 +90,7 @@ def test_the_loop_evaluates_the_average_and_trains_the_last_weights(tmp_path, mo
         def keep(metrics, checkpoint=None):
             real_report(metrics, checkpoint)
             if checkpoint is not None:
-                checkpoints.append(_trainable(fake.latest))
+                checkpoints.append(_state(fake.latest))
 
         with monkeypatch.context() as m:
             fake.install(m)
@@ -130,18 +130,8 @@ def test_the_average_survives_a_preemption_and_restart(tmp_path, monkeypatch):
 
     (tmp_path / "run").mkdir()
     first = FakeTrain(tmp_path / "run", warn_at=6)  # epoch 2, step 4 of 8
-    original = loop._jit_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        original(*args, **kwargs)
-        raise RuntimeError("node preempted")
-
-    with monkeypatch.context() as m:
-        first.install(m)
-        m.setattr(loop, "_jit_checkpoint", save_then_die)
-        with pytest.raises(RuntimeError, match="node preempted"):
-            loop.train_loop_per_worker(config)
-    assert _trainable(first.latest)["epoch_average"]["count"] == 1
+    run_until_preempted(loop, config, first, monkeypatch)
+    assert _state(first.latest)["epoch_average"]["count"] == 1
     second = FakeTrain(tmp_path / "run", resume=first.latest)
     with monkeypatch.context() as m:
         second.install(m)
