@@ -18,12 +18,10 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from .errors import BackboneError
+
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
-
-
-class BackboneError(RuntimeError):
-    """The backbone or its weights could not be loaded; the message says which and why."""
 
 
 def register_model_configs() -> None:

@@ -10,9 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A configuration value or combination is invalid; the message names the field."""
+from .errors import ConfigError
 
 
 @dataclass
