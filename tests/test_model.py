@@ -12,7 +12,7 @@ import torch.nn.functional as F
 # isort: split
 from vidablate.config import ModelConfig
 from vidablate.model import VideoCLIP, build_model
-from vidablate.modules.isclip import feature_distillation_loss
+from vidablate.modules.isclip import SIRMRefiner, feature_distillation_loss
 
 B, N, L = 2, 4, 64
 CLASSES = ["cat", "dog", "red square moving left"]
@@ -160,9 +160,12 @@ def test_single_sensor_branch(acc, gyro, sensors):
 
 
 def test_videoclip_refuses_modules_without_imu_branch():
+    """SIRM composed without the IMU branch that fills f_IMU fails naming the IMU."""
     model = _shared(sirm=True)
+    bare = VideoCLIP(model.frame_encoder, model.text, torch.tensor(1.0),
+                     refiners=[SIRMRefiner(model.sirm)])
     with pytest.raises(ValueError, match="IMU"):
-        VideoCLIP(model.frame_encoder, model.text, torch.tensor(1.0), imu=None, sirm=model.sirm)
+        bare.encode_video(_inputs()[0])
 
 
 # --------------------------------------------------------------------------- param groups

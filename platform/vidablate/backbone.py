@@ -19,17 +19,8 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .errors import BackboneError
-
-_CONFIG_DIR = Path(__file__).parent / "model_configs"
-_registered = False
-
-
-def register_model_configs() -> None:
-    """Register the project's open_clip configs (``vidablate-tiny``) once per process."""
-    global _registered
-    if not _registered:
-        open_clip.add_model_config(_CONFIG_DIR)
-        _registered = True
+from .pretrain import ensure_tiny_clip
+from .specs import register_model_configs
 
 
 def load_clip(name: str, pretrained: str | None = None) -> tuple[nn.Module, object]:
@@ -51,8 +42,6 @@ def load_clip(name: str, pretrained: str | None = None) -> tuple[nn.Module, obje
                 f"model.pretrained='synthetic' exists only for model.backbone='vidablate-tiny', "
                 f"not {name!r}; use an open_clip tag (e.g. openai) or a weights file"
             )
-        from .pretrain import ensure_tiny_clip  # deferred: pretrain imports this module
-
         pretrained = str(ensure_tiny_clip())
     if pretrained and os.sep in pretrained and not Path(pretrained).is_file():
         raise BackboneError(f"model.pretrained={pretrained!r}: no such weights file")
@@ -64,58 +53,6 @@ def load_clip(name: str, pretrained: str | None = None) -> tuple[nn.Module, obje
             f"{type(err).__name__}: {err}. Offline machines need a local weights file."
         ) from err
     return model, open_clip.get_tokenizer(name)
-
-
-def embed_dim_of(name: str) -> int | None:
-    """The joint embedding width D of an open_clip model config (None if unknown)."""
-    register_model_configs()
-    cfg = open_clip.get_model_config(name)
-    return int(cfg["embed_dim"]) if cfg and "embed_dim" in cfg else None
-
-
-def image_size_of(name: str) -> int | None:
-    """The input resolution of an open_clip model config's vision tower (None if unknown)."""
-    register_model_configs()
-    vision = (open_clip.get_model_config(name) or {}).get("vision_cfg") or {}
-    size = vision.get("image_size")
-    return int(size) if isinstance(size, int) else None
-
-
-def parse_block_spec(spec: str, depth: int, ref_depth: int = 0) -> list[int]:
-    """Blocks named the papers' way, 1-based and inclusive (``all``, ``1-12``, ``1,3,5``,
-    ``1-3,10``) -> sorted 0-based indices of a ``depth``-block tower.
-
-    ``ref_depth=0`` numbers the tower's own blocks. ``ref_depth>0`` numbers the blocks of a
-    reference tower of that depth (a paper's ViT-B/16: 12) and maps them proportionally onto
-    this one: reference blocks a..b cover blocks floor((a-1)*depth/ref)+1 .. ceil(b*depth/ref),
-    the identity when the depths agree. Raises ValueError naming the bad part.
-    """
-    if depth < 1:
-        raise ValueError(f"the tower has no blocks (depth={depth})")
-    if ref_depth < 0:
-        raise ValueError(f"reference depth must be >= 0, got {ref_depth}")
-    ref = ref_depth or depth
-    text = str(spec).strip().lower()
-    if text == "all":
-        return list(range(depth))
-    items = [s.strip() for s in text.split(",")]
-    if not any(items):
-        raise ValueError(f"block spec {spec!r} names no block; use 'all', '1-12' or '1,3,5'")
-    out: set[int] = set()
-    for item in items:
-        lo, sep, hi = item.partition("-")
-        try:
-            first, last = int(lo), int(hi if sep else lo)
-        except ValueError:
-            raise ValueError(f"bad block spec {item!r} in {spec!r}: use 'all', '1-12' or "
-                             "'1,3,5' (1-based)") from None
-        if not 1 <= first <= last <= ref:
-            which = (f"the {ref}-block reference numbering" if ref_depth
-                     else f"the backbone's {depth} blocks")
-            raise ValueError(f"blocks {item!r} in {spec!r} must satisfy 1 <= first <= last <= "
-                             f"{ref} (1-based, in {which})")
-        out.update(range((first - 1) * depth // ref, -(-last * depth // ref)))
-    return sorted(out)
 
 
 class VideoBlock(nn.Module):

@@ -1,25 +1,30 @@
 """Typed experiment configuration: every toggle and knob, validated before any trial starts.
 
-A module never sees these dataclasses: the composer (`vidablate.model`) maps them to explicit
-constructor arguments. Defaults cite the paper sentence they follow.
+``ModelConfig`` is composed from the backbone knobs and each paper's knob dataclass
+(``vidablate.modules.<paper>``, listed by ``vidablate.modules.registry``), so its keys stay flat
+(``model.sgam``, ``model.mmb_step``). Each paper validates its own knobs; this file holds the
+data, training and evaluation configs and the checks across sections. A module never sees
+these dataclasses: the composer (``vidablate.model``) and each paper's build step map them to
+explicit constructor arguments. Defaults cite the paper sentence they follow.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from .data.synthetic import class_names as synthetic_class_names
 from .errors import ConfigError
+from .modules import registry
+from .specs import vision_spec
+from .stages import STAGE_LABELS, Paper, ValidationContext, claimed_stages
 
 
 @dataclass
-class ModelConfig:
-    """The one VideoCLIP: backbone choice plus every module toggle.
-
-    IS-CLIP (isclip §II): ``sirm``, ``sgam`` and the IMU branch (``imu_acc``, ``imu_gyro``);
-    with both toggles off and ``distill`` on this is the paper's "Fine-tuned CLIP" baseline.
-    """
+class BackboneKnobs:
+    """The backbone, its weights and the trainable boundary: the knobs every paper shares."""
 
     backbone: str = "vidablate-tiny"
     """open_clip model name; ``ViT-B-16`` for real runs (isclip §III: ViT-B/16)."""
@@ -27,34 +32,6 @@ class ModelConfig:
     """``openai`` (downloads), a local weights file, or None for random weights."""
     prompt_template: str = "a video of {}."
     """Hand-crafted class prompt (isclip §II-A uses "a photo of a [Class]")."""
-
-    # IS-CLIP (isclip §II)
-    sirm: bool = False
-    """Subject-object Interaction Refinement Module (isclip §II-C, Eq. 6-8)."""
-    sgam: bool = False
-    """Subject-motion Guided Aggregation Module (isclip §II-D)."""
-    imu_acc: bool = True
-    """Feed the accelerometer into f_IMU (isclip Table III)."""
-    imu_gyro: bool = True
-    """Feed the gyroscope into f_IMU (isclip Table III)."""
-    stft_n_fft: int = 32
-    """STFT window length in IMU samples (isclip Eq. 3 leaves it open)."""
-    stft_hop: int = 8
-    """STFT hop in IMU samples (isclip Eq. 3 leaves it open)."""
-    stft_window: str = "hann"
-    """STFT window function w(t) (isclip Eq. 3 leaves it open): hann | hamming | rect."""
-    imu_width: int = 64
-    """Channel width of the shared IMU encoder (isclip §II-B leaves it open)."""
-    sirm_heads: int = 8
-    """Attention heads in SIRM (isclip Eq. 8: i in [1, 8])."""
-    sgam_hidden: int = 0
-    """Hidden width of SGAM's MLP; 0 means the embedding width D (isclip §II-D leaves it open)."""
-
-    # Feature distillation and the trainable boundary (isclip §II-B)
-    distill: bool = True
-    """L_kd = 1 - mean cos(teacher, student) against a frozen teacher copy (isclip Eq. 4)."""
-    distill_weight: float = 1.0
-    """Weight of L_kd in the total loss (isclip Eq. 5 adds it with weight 1)."""
     trainable_blocks: int = 2
     """Fine-tune the last k visual blocks (isclip §II-B: "last two blocks")."""
     train_visual_proj: bool = True
@@ -62,228 +39,43 @@ class ModelConfig:
     train_text: bool = False
     """Fine-tune the CLIP text tower (X-CLIP Table 7); frozen (and cached) by default."""
 
-    # ----------------------------------------------------------------- X-CLIP (xclip §3)
-    # (section owned by modules/xclip.py; knob names start with cct_, mit_, vprompt_)
-    cct: bool = False
-    """Cross-frame communication (xclip §3.2, Eq. 7-9): per block a message token from each
-    frame's CLS, fusion attention over the T messages, appended for the block's attention."""
-    cct_blocks: str = "all"
-    """Blocks that carry message tokens, 1-based: ``all``, ``1-12``, ``1,3,5`` (xclip §3.2: every
-    block of the L_c-layer CCT)."""
-    cct_heads: int = 0
-    """Heads of the cross-frame fusion attention; 0 = the ViT's heads (official: width // 64)."""
-    mit: bool = False
-    """Multi-frame integration transformer (xclip Eq. 6): temporal position embedding +
-    transformer + residual, then the mean pool."""
-    mit_depth: int = 1
-    """MIT layers L_m (xclip §4.1: "a simple 1-layer multi-frame integration transformer")."""
-    mit_heads: int = 0
-    """MIT heads; 0 = D // 64 (official)."""
-    video_prompt: bool = False
-    """Video-specific prompting (xclip §3.3, Eq. 10): text features query the time-averaged
-    patch tokens; c_hat = c + alpha * c_tilde."""
-    vprompt_layers: int = 2
-    """Prompt generator blocks (xclip §4.1: "the number of the video-specific prompting blocks
-    is 2")."""
-    vprompt_heads: int = 0
-    """Prompt generator heads; 0 = D // 64 (official)."""
-    vprompt_alpha: float = 0.1
-    """Initial value of the learnable per-channel alpha (xclip §3.3: "initial value of 0.1";
-    official: one alpha per channel)."""
-    linear_head: bool = False
-    """"w/o text" (xclip Table 8): a randomly initialised linear classifier on the video
-    embedding instead of the text branch; closed-set protocol only."""
-    linear_head_classes: int = 32
-    """Outputs of the linear head; must equal data.num_classes (checked), whose default it
-    copies. A fixed size (not sized at the first call) so the optimizer and DDP see it."""
-    prompt_ensemble: bool = False
-    """Prompt ensembling (xclip Table 9, CLIP [36]): average the text features of 16
-    hand-crafted templates (``modules.xclip.ENSEMBLE_TEMPLATES``) instead of
-    ``prompt_template``."""
-    learnable_ctx: bool = False
-    """Learnable context vectors (xclip Table 9 "Vectors", CoOp [60]) replace the template."""
-    learnable_ctx_length: int = 16
-    """Number of learnable vectors (xclip §4.5: "learnable vectors [60] with length 16")."""
-    learnable_ctx_init: str = ""
-    """Phrase whose word embeddings initialise the first vectors; empty = N(0, 0.02) (CoOp's
-    random init; xclip does not say)."""
 
-    # ----------------------------------------------------- MotionPrompt (motionprompt §3)
-    # (section owned by modules/motionprompt.py; knob names start with mmb_, map_, mcb_)
-    mmb: bool = False
-    """Motion Modeling Block as the frame->video pool (motionprompt §3.2, Eq. 4-6): motion
-    transformer over frame differences + spatial transformer over frames, AvgPool sum."""
-    mmb_spatial_only: bool = False
-    """With ``mmb``: drop the motion stream, V = AvgPool(T_s(I)). This is the paper's
-    "Baseline" pool (§4.1 i: "only one single Transformer to mimic the spatial stream"); the
-    Baseline row is ``mmb + mmb_spatial_only`` with ``map`` and ``mcb`` off."""
-    mmb_step: int = 4
-    """Maximum temporal step s of Eq. 4, 1 <= s <= T-1 (§4.2: "we set the s to 4")."""
-    mmb_motion_layers: int = 1
-    """Layers of the motion transformer T_m (§3.2 leaves it open; one layer)."""
-    mmb_spatial_layers: int = 1
-    """Layers of the spatial transformer T_s (§3.2 leaves it open; one layer)."""
-    mmb_heads: int = 8
-    """Attention heads of T_m and T_s ("standard architecture in [40]": 8 heads)."""
-    mmb_mlp_ratio: float = 4.0
-    """FFN width / D of T_m and T_s ([40]: d_ff 2048 for d_model 512)."""
-    mmb_dropout: float = 0.0
-    """Dropout inside T_m and T_s (the paper names none)."""
-    mmb_norm_first: bool = False
-    """Pre-LN layers; False is the post-LN layer of [40] that §3.2 cites."""
-    mmb_pos_emb: bool = False
-    """Learnable position embeddings over the T frames (T_s) and the L differences (T_m);
-    §3.2 names only MHSA + FFN. Without them the spatial-only Baseline is frame-order
-    invariant, while the motion stream still sees order through the signs of I_j - I_i."""
-    map: bool = False
-    """Motion-Aware Prompts (motionprompt §3.3, Eq. 7): H learnable context vectors plus a
-    motion adapter of the motion cue, one prompt per video. The cue is MMB's AvgPool(M);
-    without MMB's motion stream, AvgPool of the raw frame differences of Eq. 4."""
-    map_length: int = 5
-    """H, the number of learnable vectors (§4.2: "we set H = 5")."""
-    map_init: str = ""
-    """Phrase whose first H tokens initialise the vectors; "" = Table 1's hand-crafted prompt of
-    length H ("human action of" / "a human action of" / "a common human action of" for
-    H = 3/4/5, §3.3 and §4.2), random N(0, 0.02) (CoOp) for other H."""
-    map_hidden: int = 0
-    """Squeezed width of the motion adapter (§3.3: "squeeze the dimension"); 0 = D // 16, the
-    meta-net of CoCoOp [50] that MAP extends."""
-    map_activation: str = "relu"
-    """relu | gelu | tanh: the adapter's "non-linear activation" (§3.3; CoCoOp uses ReLU)."""
-    map_zero_init: bool = False
-    """Zero the adapter's last layer so MAP starts exactly at its initial phrase (the paper
-    does not say how the adapter is initialised; default PyTorch init as CoCoOp)."""
-    mcb: bool = False
-    """Multimodal Communication Block (motionprompt §3.4, Eq. 2): SMA (text queries video) and
-    SAA (video queries text), parallel cross attentions with residuals."""
-    mcb_heads: int = 8
-    """Heads of SMA and SAA (§3.4: "standard cross attention"; 8 as [40])."""
-    mcb_video: str = "pooled"
-    """SMA's key/value: ``pooled`` = the video representation V of Eq. 2 (one token);
-    ``frames`` = the T frame features."""
-    mcb_prenorm: bool = True
-    """LayerNorm queries and keys/values inside SMA/SAA (text is unit-norm, video is not)."""
+def _inputs(self: Any) -> frozenset[str]:
+    """Batch inputs besides the video this configuration reads (e.g. ``{"imu"}``)."""
+    out: frozenset[str] = frozenset()
+    for paper in registry.papers():
+        out |= paper.inputs(self)
+    return out
 
-    # ------------------------------------------------------------------- STDD (stdd §3)
-    # (section owned by modules/stdd.py; knob names start with stca_, wsm_, mcm_, align_)
-    stca: bool = False
-    """Space-time Cross Attention (stdd §3, Eq. 1-7): WSM -> MCM -> MHSA with the block's own
-    attention -> padding -> short-cut, inside the ViT blocks; adds no parameters."""
-    stca_blocks: str = "all"
-    """Blocks with STCA, 1-based (``all``, ``1-12``, ``1,3,5``); stdd §3: "within each ViT
-    block"."""
-    wsm: bool = True
-    """Window Shift Masking sub-toggle of ``stca`` (stdd Table 4 "WSM"); off = every patch
-    token is visible and mixed at its own position."""
-    wsm_w1: int = 2
-    """Window height w1 in patches (stdd §4: "w1 = w2 = 2")."""
-    wsm_w2: int = 2
-    """Window width w2 in patches (stdd §4: "w1 = w2 = 2")."""
-    wsm_ratio: float = 0.5
-    """Mask ratio r, floor(r*w1*w2) tokens dropped per window (stdd §4: "a mask ratio of
-    50%")."""
-    wsm_train_phase: str = "shift"
-    """Mask phases while training: shift (random start phase per clip, then periodic shift with
-    t: Eq. 3; official spatial_repeat) | shuffle (those phases permuted over frames: official
-    temporal_shuffle) | fixed. Evaluation always uses phase t mod w1*w2 (deterministic; the
-    official code also shuffles at evaluation, not copied)."""
-    mcm: bool = True
-    """Multi-scale Channel Mixing sub-toggle of ``stca`` (stdd Table 4 "MCM")."""
-    mcm_gamma: float = 0.03125
-    """gamma of d_delta = gamma * D channels mixed from each side (Eq. 5); D/32 as the official
-    README runs it (MODEL.CHANNEL_FOLD 32; code default 64)."""
-    mcm_scales: str = "1,2"
-    """Temporal scales delta, averaged (stdd §4: "temporal scales to [+-1, +-2]"; official
-    TEMPORAL_SCALE [1,2])."""
-    mcm_mode: str = "continual"
-    """separate (Eq. 5) | continual (Eq. 6; Table 4 best; what the official code does)."""
-    stca_shortcut: str = "mixed"
-    """Short-cut of the per-scale MHSA: mixed (official ``x_mix + attention(ln_1(x_mix))``) |
-    frame (the unmixed tokens z_t, Eq. 7 as printed)."""
-    stca_query: str = "mixed"
-    """Queries of the per-scale MHSA: mixed (MHSA on the mixed tokens, Eq. 7 and official) |
-    frame (queries from the frame's own tokens, keys/values mixed; X-ViT style)."""
-    stdd_adaptation: str = ""
-    """stdd Table 4: "" (keep model.trainable_blocks / train_visual_proj) | frozen (no visual
-    weight trains) | prompt (frozen backbone, per-block prompt MLP) | full (every visual
-    weight, "fully-tuned"). Non-empty values override model.trainable_blocks (0 or all) and
-    model.train_visual_proj."""
-    stdd_prompt_len: int = 1
-    """Prompt tokens per frame and block in prompt-based adaptation (not given in stdd)."""
-    stdd_prompt_hidden: int = 0
-    """Hidden width of the prompt MLP; 0 = ViT width / 4 (not given in stdd)."""
-    st_aug: bool = False
-    """Spatiotemporal text augmentation (stdd §3): several prompts per class read from
-    ``align_prompt_file`` replace the template (the ASKG/LLM step that writes them is out of
-    scope). With ``align`` the head sees every prompt, else their features are averaged."""
-    align: bool = False
-    """Frame-to-prompt alignment head (stdd Eq. 8): mean of frame->prompt and prompt->frame
-    max-similarities over the frame features, no pooling; also used at inference."""
-    align_prompt_file: str = ""
-    """JSON file (class name -> list of prompts, or -> {"spatial": [...], "temporal": [...]})
-    read by ``st_aug``; empty = the shipped synthetic file
-    (vidablate/assets/prompts/synthetic_st_prompts.json)."""
-    align_prompt_sets: str = "all"
-    """Prompts used by ``st_aug``: all ([S]+[T]) | spatial ([S]) | temporal ([T]) (stdd
-    Figure 4)."""
 
-    # ------------------------------------------------------------- OmniCLIP (omniclip §3)
-    # (section owned by modules/omniclip.py; knob names start with pta_, spg_, omni_)
-    pta: bool = False
-    """Parallel Temporal Adapter (omniclip §3.3, Eq. 3-4, 7): alpha * Up(Attn_T(Down(V)))."""
-    pta_ratio: float = 0.25
-    """PTA down-projection ratio, bottleneck = ratio * ViT width (omniclip Table 8: 1/4 best of
-    1/8, 1/4, 1/2, 1)."""
-    pta_blocks: str = "1-12"
-    """Blocks carrying PTA, 1-based inclusive ranges ("1-3", "1-3,7-9") numbered on a
-    ``pta_blocks_depth``-block reference tower and mapped proportionally onto the backbone
-    (omniclip Table 10: all of 1-12 best). On the 4-block tiny tower each group of three is one
-    block; on ViT-B/16 it is the identity."""
-    pta_blocks_depth: int = 12
-    """Depth of the numbering used by ``pta_blocks``: 12 = the paper's ViT-B/16 numbering;
-    0 = the backbone's own blocks (no mapping)."""
-    pta_mode: str = "parallel"
-    """parallel (Eq. 4, the paper's design) | cascade | attn_parallel (omniclip Table 11,
-    Figure 5)."""
-    pta_heads: int = 0
-    """Heads of PTA's temporal attention; 0 = the ViT's heads ("the same structure as the
-    attention block in the ViT", §3.3). Must divide the bottleneck width."""
-    pta_alpha_init: float = 1.0
-    """Initial value of the learnable fusion factor alpha (Eq. 4; the paper gives none)."""
-    pta_zero_up: bool = True
-    """Zero-initialise PTA's Up projection so the adapter starts as a zero branch (AIM /
-    ST-Adapter convention; the paper gives no initialisation)."""
-    spg: bool = False
-    """Self-Prompt Generator (omniclip §3.2, Eq. 6): K/4 pooled prompt tokens per frame,
-    concatenated to the tokens before the first block (§3.1: V^0 = Concat(V^0, R^0))."""
-    spg_pool: str = "avg"
-    """avg | max 2x2 pooling of the patch grid (omniclip Table 9: Avg. best)."""
-    spg_projector: bool = True
-    """Two-layer MLP projector on the pooled prompts (omniclip Eq. 6, Table 9: "+ Projector")."""
-    spg_hidden: int = 0
-    """Hidden width of the SPG projector; 0 = the ViT width (the paper does not say)."""
-    spg_per_layer: bool = False
-    """Regenerate the prompts from the current patch tokens before every later block with its
-    own projector (reading §3.2's R^i as per-layer); off = §3.1, prompts made once from V^0 and
-    carried through the blocks."""
-    omni_temporal: bool = False
-    """Video feature F_V = Avg(MHA(frame features)) (omniclip Eq. 5): an MHA refiner before the
-    frame-mean pool. Part of the full OmniCLIP; the paper never ablates it separately."""
-    omni_heads: int = 8
-    """Heads of the Eq. 5 MHA (not given in the paper; 8 = 64-wide heads for D=512)."""
-    omni_residual: bool = True
-    """Eq. 5 MHA as F + MHA(LN(F)) with a zero-initialised output projection (starts as CLIP's
-    frame features); false = MHA(LN(F)) as Eq. 5 is written."""
-    omni_te: bool = True
-    """Learnable temporal encoding TE added to the tokens of frame t (omniclip Eq. 1) whenever
-    pta, spg or omni_temporal is on; the only source of frame order in OmniCLIP."""
-    omni_te_std: float = 0.02
-    """Init std of TE (the paper gives none; ViT/TimeSformer convention 0.02; 0 = identity)."""
+def compose_model_config(papers: list[Paper], base: type = BackboneKnobs) -> type:
+    """A dataclass with the fields of ``base`` and of every paper's knob dataclass (flat keys:
+    ``model.sgam``, ``model.mmb_step``), fields in composer order."""
+    bases = tuple(p.knobs for p in reversed(papers)) + (base,)
+    namespace = {"inputs": _inputs, "uses_imu": property(lambda self: "imu" in self.inputs()),
+                 "__doc__": "The one VideoCLIP: the backbone knobs plus every paper's toggles "
+                            "and knobs (" + ", ".join(p.name for p in papers) + ")."}
+    cls = dataclasses.make_dataclass("ModelConfig", [], bases=bases, namespace=namespace)
+    cls.__module__ = __name__  # pickles by reference, as a class written in this file would
+    return cls
 
-    @property
-    def uses_imu(self) -> bool:
-        """True when the IMU branch is built (a module consumes f_IMU)."""
-        return self.sirm or self.sgam
+
+ModelConfig = compose_model_config(registry.papers())
+"""The model config of the built-in papers (``vidablate.modules.registry.PAPERS``)."""
+
+_COMPOSED: dict[tuple[str, ...], type] = {}
+
+
+def model_config_class() -> type:
+    """``ModelConfig``, or a subclass with the knobs of papers registered since import (e.g. a
+    toy paper in a test, ``registry.registered``)."""
+    extra = [p for p in registry.papers() if p.knobs not in ModelConfig.__mro__]
+    if not extra:
+        return ModelConfig
+    key = tuple(p.name for p in extra)
+    if key not in _COMPOSED:
+        _COMPOSED[key] = compose_model_config(extra, base=ModelConfig)
+    return _COMPOSED[key]
 
 
 @dataclass
@@ -505,7 +297,7 @@ class TrainConfig:
 class ExperimentConfig:
     """Everything one trial needs."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: model_config_class()())
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -513,34 +305,21 @@ class ExperimentConfig:
     def validate(self) -> ExperimentConfig:
         """Raise ConfigError naming the field or the conflicting toggles; return self."""
         m, d, t = self.model, self.data, self.trainer
-        if m.uses_imu and not (m.imu_acc or m.imu_gyro):
-            on = [n for n in ("sirm", "sgam") if getattr(m, n)]
-            raise ConfigError(
-                f"model.{'/'.join(on)} needs f_IMU but both model.imu_acc and model.imu_gyro "
-                "are off; turn a sensor on or the module off"
-            )
-        if m.stft_n_fft < 2 or m.stft_hop < 1 or m.stft_hop > m.stft_n_fft:
-            raise ConfigError("model.stft_n_fft must be >= 2 and 1 <= model.stft_hop <= n_fft")
-        if m.stft_window not in ("hann", "hamming", "rect"):
-            raise ConfigError(f"model.stft_window must be hann|hamming|rect, got {m.stft_window!r}")
         if m.trainable_blocks < 0:
             raise ConfigError("model.trainable_blocks must be >= 0")
-        if m.sirm_heads < 1:
-            raise ConfigError("model.sirm_heads must be >= 1")
-        if m.sirm and (m.sgam_hidden < 0 or m.imu_width < 1):
-            raise ConfigError("model.sgam_hidden must be >= 0 and model.imu_width >= 1")
-        if m.sirm:
-            from .backbone import embed_dim_of
-
-            dim = embed_dim_of(m.backbone)
-            if dim is not None and dim % m.sirm_heads:
-                raise ConfigError(f"model.sirm_heads={m.sirm_heads} must divide the embedding "
-                                  f"width {dim} of model.backbone={m.backbone!r}")
-        _validate_stage_conflicts(m)
-        _validate_xclip(m, d)
-        _validate_motionprompt(m, d)
-        _validate_stdd(m, d)
-        _validate_omniclip(m, d)
+        papers = registry.papers()
+        claimed = claimed_stages(m, papers)
+        for stage, label in STAGE_LABELS.items():
+            on = claimed.get(stage, [])
+            if len(on) > 1:
+                raise ConfigError(
+                    f"model.{' and model.'.join(on)} both replace the {label}; turn one off")
+        names = (synthetic_class_names(d.num_classes)
+                 if d.is_synthetic and 2 <= d.num_classes <= 32 else None)
+        ctx = ValidationContext(m, d, vision_spec(m.backbone), claimed, names)
+        for paper in papers:
+            if paper.validate is not None:
+                paper.validate(ctx)
         if "{}" not in m.prompt_template:
             raise ConfigError("model.prompt_template must contain '{}' for the class name")
         _validate_data(m, d, t, self.eval)
@@ -550,11 +329,6 @@ class ExperimentConfig:
             raise ConfigError(
                 f"data.base_classes={d.base_classes} must be in [1, data.num_classes-1="
                 f"{d.num_classes - 1}] so that both base and novel classes exist"
-            )
-        if m.uses_imu and d.num_frames * d.imu_rate < m.stft_n_fft:
-            raise ConfigError(
-                f"model.stft_n_fft={m.stft_n_fft} is longer than the IMU clip "
-                f"(data.num_frames*data.imu_rate={d.num_frames * d.imu_rate})"
             )
         for name in ("batch_size", "checkpoint_every", "eval_batch_size", "eval_every"):
             if getattr(t, name) < 1:
@@ -596,7 +370,7 @@ class ExperimentConfig:
     def from_dict(cls, raw: dict[str, Any] | None, where: str = "config") -> ExperimentConfig:
         """Build from nested dicts, rejecting unknown sections and keys by name."""
         raw = dict(raw or {})
-        sections = {"model": ModelConfig, "data": DataConfig, "trainer": TrainConfig,
+        sections = {"model": model_config_class(), "data": DataConfig, "trainer": TrainConfig,
                     "eval": EvalConfig}
         unknown = set(raw) - set(sections)
         if unknown:
@@ -610,14 +384,6 @@ class ExperimentConfig:
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PROTOCOLS = ("base_novel", "closed_set", "cross_dataset")
 
-POOL_TOGGLES = ("sgam", "mmb")
-"""Toggles that each replace the frame->video pool; at most one may be on."""
-HEAD_TOGGLES = ("align", "linear_head")
-"""Toggles that each replace the cosine head; at most one may be on."""
-TEXT_TOGGLES = ("map", "learnable_ctx", "st_aug")
-"""Toggles that each replace the hand-crafted text prompts; at most one may be on."""
-
-
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 SAMPLINGS = ("sparse", "dense")
 DECODERS = ("auto", "decord", "pyav")
@@ -629,11 +395,8 @@ DATA_PATH_FIELDS = ("train_manifest", "test_manifest", "class_names_file", "vide
 def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig) -> None:
     """Sampling, loading, k-shot and dataset-file knobs; files are checked to exist (their
     content is checked by the runner's pre-flight, ``vidablate.data.preflight``)."""
-    from pathlib import Path
-
-    from .backbone import image_size_of
-
-    native = image_size_of(m.backbone)
+    spec = vision_spec(m.backbone)
+    native = spec.square_image_size if spec is not None else None
     if native is not None and d.image_size != native:
         raise ConfigError(f"data.image_size={d.image_size} but model.backbone={m.backbone!r} takes "
                           f"{native}x{native} frames; set data.image_size={native}")
@@ -721,234 +484,6 @@ def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig)
     for value in d.cross_manifests:
         if not Path(value).exists():
             raise ConfigError(f"data.cross_manifests: {value!r}: no such file")
-
-
-def _validate_stage_conflicts(m: ModelConfig) -> None:
-    """Modules that claim the same stage of the pipeline cannot be combined."""
-    for stage, names in (("frame->video pool", POOL_TOGGLES), ("head", HEAD_TOGGLES),
-                         ("text prompts", TEXT_TOGGLES)):
-        on = [n for n in names if getattr(m, n, False)]
-        if len(on) > 1:
-            raise ConfigError(
-                f"model.{' and model.'.join(on)} both replace the {stage}; turn one off")
-
-
-def _validate_xclip(m: ModelConfig, d: DataConfig) -> None:
-    """X-CLIP knobs (xclip §3) and the Table 8/9 baselines."""
-    from .backbone import parse_block_spec
-    from .modules.xclip import backbone_dims, ctx_fits
-
-    for name in ("mit_depth", "vprompt_layers", "learnable_ctx_length"):
-        if getattr(m, name) < 1:
-            raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
-    for name in ("cct_heads", "mit_heads", "vprompt_heads"):
-        if getattr(m, name) < 0:
-            raise ConfigError(f"model.{name} must be >= 0 (0 = the official default)")
-    if m.prompt_ensemble:
-        other = [n for n in TEXT_TOGGLES if getattr(m, n, False)]
-        if other:
-            raise ConfigError(f"model.prompt_ensemble averages hand-crafted templates, but "
-                              f"model.{other[0]} replaces them; turn one off")
-    if m.linear_head:
-        protocol = getattr(d, "protocol", "base_novel")
-        if protocol != "closed_set":
-            raise ConfigError(
-                f"model.linear_head classifies a fixed set of classes and cannot score unseen "
-                f"ones: it needs data.protocol='closed_set', not {protocol!r} (xclip Table 8)")
-        if m.linear_head_classes != d.num_classes:
-            raise ConfigError(f"model.linear_head_classes={m.linear_head_classes} must equal "
-                              f"data.num_classes={d.num_classes}")
-        textual = [n for n in ("video_prompt", "prompt_ensemble", "train_text", *TEXT_TOGGLES)
-                   if getattr(m, n, False)]
-        if textual:
-            raise ConfigError(f"model.linear_head has no text branch, so model.{textual[0]} "
-                              "has nothing to act on; turn one off")
-    dims = backbone_dims(m.backbone)
-    if dims is not None:
-        if m.cct:
-            try:
-                parse_block_spec(m.cct_blocks, dims["depth"])
-            except ValueError as err:
-                raise ConfigError(f"model.cct_blocks: {err}") from None
-            if m.cct_heads and dims["width"] % m.cct_heads:
-                raise ConfigError(f"model.cct_heads={m.cct_heads} must divide the ViT width "
-                                  f"{dims['width']} of model.backbone={m.backbone!r}")
-        for toggle, heads in (("mit", "mit_heads"), ("video_prompt", "vprompt_heads")):
-            h = getattr(m, heads)
-            if getattr(m, toggle) and h and dims["dim"] % h:
-                raise ConfigError(f"model.{heads}={h} must divide the embedding width "
-                                  f"{dims['dim']} of model.backbone={m.backbone!r}")
-        if m.learnable_ctx and not ctx_fits(m.learnable_ctx_length, dims["context_length"]):
-            raise ConfigError(
-                f"model.learnable_ctx_length={m.learnable_ctx_length} leaves no room for the "
-                f"class name in the text context ({dims['context_length']} tokens) of "
-                f"model.backbone={m.backbone!r}")
-
-
-def _validate_motionprompt(m: ModelConfig, d: DataConfig) -> None:
-    """MotionPrompt knobs (motionprompt §3): MMB, MAP, MCB."""
-    from .modules.motionprompt import ACTIVATIONS, MCB_VIDEO
-
-    if m.mmb_spatial_only and not m.mmb:
-        raise ConfigError("model.mmb_spatial_only drops MMB's motion stream (the paper's "
-                          "Baseline) and needs model.mmb on")
-    if (m.mmb or m.map) and not 1 <= m.mmb_step <= d.num_frames - 1:
-        raise ConfigError(f"model.mmb_step={m.mmb_step} must satisfy 1 <= s <= "
-                          f"data.num_frames-1 = {d.num_frames - 1} (motionprompt §3.2)")
-    for name in ("mmb_motion_layers", "mmb_spatial_layers", "mmb_heads", "map_length",
-                 "mcb_heads"):
-        if getattr(m, name) < 1:
-            raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
-    if m.mmb_mlp_ratio <= 0 or not 0.0 <= m.mmb_dropout < 1.0:
-        raise ConfigError("model.mmb_mlp_ratio must be > 0 and 0 <= model.mmb_dropout < 1")
-    if m.map_hidden < 0:
-        raise ConfigError(f"model.map_hidden must be >= 0 (0 = D // 16), got {m.map_hidden}")
-    if m.map_activation not in ACTIVATIONS:
-        raise ConfigError(f"model.map_activation must be one of {sorted(ACTIVATIONS)}, "
-                          f"got {m.map_activation!r}")
-    if m.map and m.map_init and len(m.map_init.split()) < m.map_length:
-        raise ConfigError(f"model.map_init={m.map_init!r} has fewer words than "
-                          f"model.map_length={m.map_length}")
-    if m.mcb_video not in MCB_VIDEO:
-        raise ConfigError(f"model.mcb_video must be one of {MCB_VIDEO}, got {m.mcb_video!r}")
-    from .backbone import embed_dim_of
-
-    dim = embed_dim_of(m.backbone)
-    for toggle, heads in (("mmb", "mmb_heads"), ("mcb", "mcb_heads")):
-        if getattr(m, toggle) and dim is not None and dim % getattr(m, heads):
-            raise ConfigError(f"model.{heads}={getattr(m, heads)} must divide the embedding "
-                              f"width {dim} of model.backbone={m.backbone!r}")
-
-
-def _validate_stdd(m: ModelConfig, d: DataConfig) -> None:
-    """STDD knobs (stdd §3): STCA geometry against the backbone, adaptation, prompt file."""
-    from .backbone import parse_block_spec
-    from .modules import stdd
-
-    for name, allowed in (("wsm_train_phase", stdd.WSM_TRAIN_PHASES),
-                          ("mcm_mode", stdd.MCM_MODES), ("stca_shortcut", stdd.STCA_SHORTCUTS),
-                          ("stca_query", stdd.STCA_QUERIES),
-                          ("stdd_adaptation", stdd.ADAPTATIONS),
-                          ("align_prompt_sets", stdd.PROMPT_SETS)):
-        if getattr(m, name) not in allowed:
-            raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(m, name)!r}")
-    if m.wsm_w1 < 1 or m.wsm_w2 < 1:
-        raise ConfigError(f"model.wsm_w1 and model.wsm_w2 must be >= 1, got "
-                          f"{m.wsm_w1}x{m.wsm_w2}")
-    if not 0 <= m.wsm_ratio < 1:
-        raise ConfigError(f"model.wsm_ratio must be in [0, 1), got {m.wsm_ratio}")
-    if not 0 < m.mcm_gamma <= 0.5:
-        raise ConfigError(f"model.mcm_gamma must be in (0, 0.5] (2*gamma*D channels are mixed), "
-                          f"got {m.mcm_gamma}")
-    if m.stdd_prompt_len < 1 or m.stdd_prompt_hidden < 0:
-        raise ConfigError("model.stdd_prompt_len must be >= 1 and model.stdd_prompt_hidden >= 0")
-    try:
-        scales = stdd.parse_scales(m.mcm_scales)
-    except ValueError as err:
-        raise ConfigError(f"model.mcm_scales: {err}") from None
-    shape = stdd.vision_shape(m.backbone)
-    if m.stca:
-        window = (m.wsm_w1, m.wsm_w2)
-        if m.wsm and stdd.masked_per_window(window, m.wsm_ratio) == 0:
-            raise ConfigError(
-                f"model.wsm_ratio={m.wsm_ratio} masks no token of a {m.wsm_w1}x{m.wsm_w2} window; "
-                "raise it or turn model.wsm off")
-        if m.mcm and max(scales) >= d.num_frames:
-            raise ConfigError(f"model.mcm_scales={m.mcm_scales!r}: every scale must be below "
-                              f"data.num_frames={d.num_frames}")
-        if shape:
-            try:
-                parse_block_spec(m.stca_blocks, shape["depth"])
-            except ValueError as err:
-                raise ConfigError(f"model.stca_blocks: {err} (model.backbone={m.backbone!r})"
-                                  ) from None
-            gh, gw = shape["grid_h"], shape["grid_w"]
-            if m.wsm and (gh % m.wsm_w1 or gw % m.wsm_w2):
-                raise ConfigError(
-                    f"model.wsm_w1 x model.wsm_w2 = {m.wsm_w1}x{m.wsm_w2} windows do not tile the "
-                    f"{gh}x{gw} patch grid of model.backbone={m.backbone!r}")
-            channels = stdd.mixed_channels(shape["width"], m.mcm_gamma)
-            need = max(scales) if m.mcm_mode == "continual" else 1
-            if m.mcm and channels < need:
-                raise ConfigError(
-                    f"model.mcm_gamma={m.mcm_gamma} mixes {channels} channel(s) of the ViT width "
-                    f"{shape['width']} per side; model.mcm_mode={m.mcm_mode!r} at scale "
-                    f"{max(scales)} needs >= {need}")
-    if m.stdd_adaptation == "prompt" and getattr(m, "cct", False):
-        raise ConfigError("model.stdd_adaptation='prompt' and model.cct both add per-block "
-                          "message tokens; turn one off")
-    if m.align:
-        pools = [n for n in POOL_TOGGLES if getattr(m, n, False)]
-        if pools:
-            raise ConfigError(f"model.align scores frames against prompts without pooling "
-                              f"(stdd Eq. 8), so model.{pools[0]} would be ignored; turn one off")
-        per_video = [n for n in ("video_prompt", "map", "mcb") if getattr(m, n, False)]
-        if per_video:
-            raise ConfigError(f"model.align needs class-level text ([C, D] or [C, K, D]); "
-                              f"model.{per_video[0]} makes it per video; turn one off")
-    if m.st_aug:
-        try:
-            prompts = stdd.load_prompt_sets(m.align_prompt_file, m.align_prompt_sets)
-        except stdd.PromptFileError as err:
-            raise ConfigError(f"model.align_prompt_file: {err}") from None
-        if d.dataset == "synthetic" and 2 <= d.num_classes <= 32:
-            from .data.synthetic import class_names
-
-            missing = stdd.missing_classes(prompts, class_names(d.num_classes))
-            if missing:
-                raise ConfigError(
-                    f"model.align_prompt_file={m.align_prompt_file or str(stdd.DEFAULT_PROMPT_FILE)!r}"
-                    f" has no prompts for class(es) {missing}")
-
-
-def _validate_omniclip(m: ModelConfig, d: DataConfig) -> None:
-    """OmniCLIP knobs (omniclip §3)."""
-    from .modules.omniclip import (
-        PAPER_DEPTH,
-        PTA_MODES,
-        SPG_POOLS,
-        parse_blocks,
-        vision_shape_of,
-    )
-
-    if not 0 < m.pta_ratio <= 1:
-        raise ConfigError(f"model.pta_ratio must be in (0, 1] (Table 8: 1/8 .. 1), "
-                          f"got {m.pta_ratio}")
-    if m.pta_mode not in PTA_MODES:
-        raise ConfigError(f"model.pta_mode must be one of {PTA_MODES}, got {m.pta_mode!r}")
-    if m.pta_blocks_depth < 0 or m.pta_heads < 0 or m.spg_hidden < 0:
-        raise ConfigError("model.pta_blocks_depth, model.pta_heads and model.spg_hidden must be "
-                          ">= 0 (0 = the backbone's value)")
-    if m.pta_zero_up and m.pta_alpha_init == 0:
-        raise ConfigError("model.pta_alpha_init=0 with model.pta_zero_up=true: neither alpha nor "
-                          "the Up projection would get a gradient; change one of them")
-    if m.spg_pool not in SPG_POOLS:
-        raise ConfigError(f"model.spg_pool must be one of {SPG_POOLS}, got {m.spg_pool!r}")
-    if m.omni_heads < 1 or m.omni_te_std < 0:
-        raise ConfigError("model.omni_heads must be >= 1 and model.omni_te_std >= 0")
-    shape = vision_shape_of(m.backbone)
-    if m.pta:
-        depth = shape[0] if shape else PAPER_DEPTH  # unknown config: assume ViT-B
-        try:
-            parse_blocks(m.pta_blocks, depth, m.pta_blocks_depth)
-        except ValueError as err:
-            raise ConfigError(f"model.pta_blocks={m.pta_blocks!r} (model.pta_blocks_depth="
-                              f"{m.pta_blocks_depth}, model.backbone={m.backbone!r} has {depth} "
-                              f"blocks): {err}") from None
-        if shape:
-            width, heads = shape[1], m.pta_heads or shape[2]
-            hidden = round(width * m.pta_ratio)
-            if hidden < 1 or hidden % heads:
-                raise ConfigError(
-                    f"model.pta_ratio={m.pta_ratio} gives a bottleneck of {hidden} channels "
-                    f"(ViT width {width}), which model.pta_heads={heads} must divide")
-    if m.omni_temporal:
-        from .backbone import embed_dim_of
-
-        dim = embed_dim_of(m.backbone)
-        if dim is not None and dim % m.omni_heads:
-            raise ConfigError(f"model.omni_heads={m.omni_heads} must divide the embedding width "
-                              f"{dim} of model.backbone={m.backbone!r}")
 
 
 def _build(kind: type, values: Any, where: str) -> Any:

@@ -1,6 +1,6 @@
 """VideoCLIP: the one model that carries every module as a toggle, and its composer.
 
-``build_model`` is the only place that reads a ModelConfig; modules get explicit kwargs.
+``build_model`` and the papers' build steps read a ModelConfig; modules get explicit kwargs.
 
 The forward pass is a fixed pipeline of stages; each paper's modules plug into a stage:
 
@@ -17,90 +17,26 @@ The forward pass is a fixed pipeline of stages; each paper's modules plug into a
    alignment).
 
 ``ctx`` is a ``StageContext`` carrying what later stages may read (IMU feature, patch tokens,
-per-frame features, motion cue). The frozen/trainable boundary is explicit: ``frozen_parts``
-names what never trains for the built configuration, and ``param_groups`` what does.
+per-frame features, motion cue). Each paper fills the stages in its ``build(cfg, parts)``
+(``vidablate.stages.Parts``); ``build_model`` runs the registry's papers in order and assembles
+the result. The frozen/trainable boundary is explicit: ``frozen_parts`` names what never trains
+for the built configuration, and ``param_groups`` what does.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import FrameEncoder, TextEncoder, load_clip, parse_block_spec
+from .backbone import FrameEncoder, TextEncoder, load_clip
 from .config import ModelConfig
-from .modules.isclip import SGAM, SIRM, IMUBranch, feature_distillation_loss
-from .modules.motionprompt import (
-    MCBStage,
-    MMBPool,
-    MotionAwarePrompts,
-    MotionModelingBlock,
-    MultimodalCommunicationBlock,
-    map_init_phrase,
-)
-from .modules.omniclip import (
-    OmniTemporal,
-    ParallelTemporalAdapter,
-    PreChain,
-    SelfPromptGenerator,
-    TemporalEncoding,
-)
-from .modules.omniclip import parse_blocks as parse_pta_blocks
-from .modules.stdd import (
-    FramePromptAlignment,
-    PromptSets,
-    SpaceTimeCrossAttention,
-    STCAPrompt,
-    load_prompt_sets,
-    parse_scales,
-)
-from .modules.xclip import (
-    ENSEMBLE_TEMPLATES,
-    CrossFrameMessage,
-    LearnableContext,
-    LinearHead,
-    MultiFrameIntegration,
-    VideoSpecificPrompt,
-)
+from .modules import registry
+from .specs import vision_spec
+from .stages import Parts, Pooled, StageContext, VideoOutput
 
-
-@dataclass
-class StageContext:
-    """Per-batch values shared across stages (filled as the pipeline runs)."""
-
-    f_imu: torch.Tensor | None = None
-    """[B, D] IMU feature (IS-CLIP)."""
-    patches: torch.Tensor | None = None
-    """[B, T, P, D] projected patch tokens (X-CLIP video-specific prompt)."""
-    frames: torch.Tensor | None = None
-    """[B, T, D] frame features after the refiners (MCB, frame-prompt alignment)."""
-    motion: torch.Tensor | None = None
-    """[B, D] motion cue from the pool (MotionPrompt MMB -> MAP's motion adapter)."""
-    aux: dict[str, torch.Tensor] = field(default_factory=dict)
-    """Extra weighted loss terms a module adds (name -> scalar), summed into the loss."""
-
-
-@dataclass
-class Pooled:
-    video: torch.Tensor
-    """[B, D] video embedding."""
-    weights: torch.Tensor | None = None
-    """[B, T] frame weights when the pool learns them (SGAM)."""
-    motion: torch.Tensor | None = None
-    """[B, D] motion cue (MMB)."""
-
-
-@dataclass
-class VideoOutput:
-    """What one forward pass produces (everything the losses and the analyses need)."""
-
-    video: torch.Tensor  # [B, D] video embedding (not normalised)
-    frames: torch.Tensor  # [B, N, D] student frame features f_v (before any refiner)
-    teacher: torch.Tensor | None  # [B, N, D] frozen teacher frame features f_v^t
-    frame_weights: torch.Tensor | None  # [B, N] SGAM weights
-    ctx: StageContext = field(default_factory=StageContext)
+__all__ = ["CosineHead", "MeanPool", "Pooled", "StageContext", "TemplatePrompts", "VideoCLIP",
+           "VideoOutput", "build_model"]
 
 
 class MeanPool(nn.Module):
@@ -108,29 +44,6 @@ class MeanPool(nn.Module):
 
     def forward(self, frames: torch.Tensor, ctx: StageContext) -> Pooled:
         return Pooled(frames.mean(dim=1))
-
-
-class SIRMRefiner(nn.Module):
-    """Stage adapter: SIRM refines the frames with f_IMU as query (isclip §II-C)."""
-
-    def __init__(self, sirm: SIRM) -> None:
-        super().__init__()
-        self.sirm = sirm
-
-    def forward(self, frames: torch.Tensor, ctx: StageContext) -> torch.Tensor:
-        return self.sirm(frames, ctx.f_imu, return_weights=False)[0]
-
-
-class SGAMPool(nn.Module):
-    """Stage adapter: SGAM's IMU-guided weighted sum over frames (isclip §II-D)."""
-
-    def __init__(self, sgam: SGAM) -> None:
-        super().__init__()
-        self.sgam = sgam
-
-    def forward(self, frames: torch.Tensor, ctx: StageContext) -> Pooled:
-        video, weights = self.sgam(frames, ctx.f_imu)
-        return Pooled(video, weights=weights)
 
 
 class TemplatePrompts(nn.Module):
@@ -167,23 +80,21 @@ class VideoCLIP(nn.Module):
         frames: FrameEncoder,
         text: TextEncoder,
         logit_scale: torch.Tensor,
-        imu: IMUBranch | None = None,
-        sirm: SIRM | None = None,
-        sgam: SGAM | None = None,
-        distill_weight: float = 1.0,
+        *,
+        attached: dict[str, nn.Module | None] | None = None,
+        inputs: list[nn.Module] | None = None,
         refiners: list[nn.Module] | None = None,
         pool: nn.Module | None = None,
         prompts: nn.Module | None = None,
         text_refiners: list[nn.Module] | None = None,
         cross_modal: nn.Module | None = None,
         head: nn.Module | None = None,
+        losses: list[nn.Module] | None = None,
         train_logit_scale: bool = False,
     ) -> None:
+        """The stages as ``vidablate.stages.Parts`` holds them; ``attached`` modules become
+        attributes (``model.imu``) registered first, so their parameters keep those names."""
         super().__init__()
-        if (sirm is not None or sgam is not None) and imu is None:
-            raise ValueError("SIRM/SGAM need an IMU branch")
-        if sgam is not None and pool is not None:
-            raise ValueError("SGAM is a pool; pass either sgam or pool, not both")
         self.frame_encoder = frames
         self.text = text
         scale = logit_scale.detach().clone().float()
@@ -191,15 +102,16 @@ class VideoCLIP(nn.Module):
             self.logit_scale = nn.Parameter(scale)
         else:
             self.register_buffer("logit_scale", scale)
-        self.imu, self.sirm, self.sgam = imu, sirm, sgam
-        self.distill_weight = distill_weight
-        self.refiners = nn.ModuleList(([SIRMRefiner(sirm)] if sirm is not None else [])
-                                      + list(refiners or []))
-        self.pool = SGAMPool(sgam) if sgam is not None else (pool or MeanPool())
+        for name, module in (attached or {}).items():
+            setattr(self, name, module)
+        self.inputs = nn.ModuleList(inputs or [])
+        self.refiners = nn.ModuleList(refiners or [])
+        self.pool = pool or MeanPool()
         self.prompts = prompts or TemplatePrompts(text)
         self.text_refiners = nn.ModuleList(text_refiners or [])
         self.cross_modal = cross_modal
         self.head = head or CosineHead()
+        self.losses = nn.ModuleList(losses or [])
 
     def encode_video(self, video: torch.Tensor | None, imu: torch.Tensor | None = None,
                      tokens: torch.Tensor | None = None) -> VideoOutput:
@@ -207,10 +119,8 @@ class VideoCLIP(nn.Module):
         imu [B, 6, L] -> VideoOutput (stages 1-3)."""
         vis = self.frame_encoder(video, tokens=tokens)
         ctx = StageContext(patches=vis.patches)
-        if self.imu is not None:
-            if imu is None:
-                raise ValueError("this model uses IMU (SIRM/SGAM on) but the batch has no 'imu'")
-            ctx.f_imu = self.imu(imu)
+        for stage in self.inputs:
+            stage(ctx, imu=imu)
         refined = vis.frames
         for refiner in self.refiners:
             refined = refiner(refined, ctx)
@@ -253,12 +163,14 @@ class VideoCLIP(nn.Module):
         target: torch.Tensor,
         label_smoothing: float = 0.0,
     ) -> dict[str, torch.Tensor]:
-        """L = L_CE + w * L_kd (isclip Eq. 5) + module terms; returns the parts and the total."""
+        """L = L_CE + the weighted loss terms of the papers (isclip Eq. 5: + w * L_kd) + module
+        terms in ``ctx.aux``; returns the parts and the total."""
         parts = {"ce": F.cross_entropy(logits, target, label_smoothing=label_smoothing)}
         total = parts["ce"]
-        if out.teacher is not None and self.distill_weight:
-            parts["kd"] = feature_distillation_loss(out.teacher, out.frames)
-            total = total + self.distill_weight * parts["kd"]
+        for term in self.losses:
+            for name, value in term(out).items():
+                parts[name] = value
+                total = total + term.weight * value
         for name, value in out.ctx.aux.items():
             parts[name] = value
             total = total + value
@@ -298,201 +210,33 @@ def _unique(params: list[nn.Parameter]) -> list[nn.Parameter]:
 
 
 def build_model(cfg: ModelConfig, num_frames: int) -> VideoCLIP:
-    """The composer: map a ModelConfig to modules with explicit constructor arguments."""
+    """The composer: each registered paper puts its modules into the stage slots (``Parts``),
+    then the tower, the text encoder and the model are assembled from them."""
     clip, tokenizer = load_clip(cfg.backbone, cfg.pretrained)
     depth = len(clip.visual.transformer.resblocks)
     width = int(clip.visual.transformer.width)
     dim = int(clip.visual.proj.shape[1]) if clip.visual.proj is not None else width
-    parts = _Parts(dim=dim, width=width, depth=depth, num_frames=num_frames,
-                   heads=int(clip.visual.transformer.resblocks[0].attn.num_heads))
-    _isclip_parts(cfg, parts)
-    _xclip_parts(cfg, parts)
-    _motionprompt_parts(cfg, parts)
-    _stdd_parts(cfg, parts)
-    _omniclip_parts(cfg, parts)
+    parts = Parts(dim=dim, width=width, depth=depth, num_frames=num_frames,
+                  heads=int(clip.visual.transformer.resblocks[0].attn.num_heads),
+                  spec=vision_spec(cfg.backbone))
+    for paper in registry.papers():
+        paper.build(cfg, parts)
     frames = FrameEncoder(
         clip.visual,
         trainable_blocks=cfg.trainable_blocks if parts.trainable_blocks is None
         else parts.trainable_blocks,
         train_proj=cfg.train_visual_proj if parts.train_visual_proj is None
         else parts.train_visual_proj,
-        teacher=cfg.distill,
+        teacher=parts.teacher,
         hooks=parts.hooks,
         return_patches=parts.needs_patches,
     )
     text = TextEncoder(clip, tokenizer, parts.templates or cfg.prompt_template,
                        trainable=cfg.train_text)
-    prompts = parts.prompts(text) if parts.prompts is not None else None
     return VideoCLIP(
-        frames, text, clip.logit_scale, parts.imu, parts.sirm, parts.sgam,
-        cfg.distill_weight if cfg.distill else 0.0,
-        refiners=parts.refiners, pool=parts.pool, prompts=prompts,
+        frames, text, clip.logit_scale, attached=parts.attached, inputs=parts.inputs,
+        refiners=parts.refiners, pool=parts.pool,
+        prompts=parts.prompts(text) if parts.prompts is not None else None,
         text_refiners=parts.text_refiners, cross_modal=parts.cross_modal, head=parts.head,
+        losses=parts.losses,
     )
-
-
-@dataclass
-class _Parts:
-    """What the per-paper sections of the composer contribute."""
-
-    dim: int
-    width: int
-    depth: int
-    num_frames: int
-    heads: int
-    hooks: dict[int, dict] = field(default_factory=dict)
-    needs_patches: bool = False
-    imu: IMUBranch | None = None
-    sirm: SIRM | None = None
-    sgam: SGAM | None = None
-    refiners: list[nn.Module] = field(default_factory=list)
-    pool: nn.Module | None = None
-    prompts: object | None = None  # callable TextEncoder -> prompts module
-    templates: list[str] | None = None  # prompt ensemble replacing model.prompt_template
-    text_refiners: list[nn.Module] = field(default_factory=list)
-    cross_modal: nn.Module | None = None
-    head: nn.Module | None = None
-    trainable_blocks: int | None = None  # overrides model.trainable_blocks (STDD adaptation)
-    train_visual_proj: bool | None = None  # overrides model.train_visual_proj
-
-    def hook(self, block: int, kind: str, module: nn.Module, **extra) -> None:
-        """Attach ``module`` as the ``kind`` hook of ``block`` (one module per kind)."""
-        slot = self.hooks.setdefault(block, {})
-        if slot.get(kind) is not None:
-            raise ValueError(f"block {block} already has a {kind!r} hook")
-        slot[kind] = module
-        slot.update(extra)
-
-    def set_pool(self, pool: nn.Module, who: str) -> None:
-        if self.pool is not None or self.sgam is not None:
-            raise ValueError(f"{who} is a pool, and another pool is already on")
-        self.pool = pool
-
-
-def _isclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
-    """IS-CLIP (isclip §II): IMU branch, SIRM (refiner), SGAM (pool)."""
-    if not cfg.uses_imu:
-        return
-    sensors = tuple(s for s, on in (("acc", cfg.imu_acc), ("gyro", cfg.imu_gyro)) if on)
-    parts.imu = IMUBranch(parts.dim, sensors, cfg.stft_n_fft, cfg.stft_hop, cfg.stft_window,
-                          cfg.imu_width)
-    if cfg.sirm:
-        parts.sirm = SIRM(parts.dim, cfg.sirm_heads)
-    if cfg.sgam:
-        parts.sgam = SGAM(parts.dim, parts.num_frames, cfg.sgam_hidden)
-
-
-def _xclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
-    """X-CLIP (xclip §3): CCT hooks, MIT refiner, video-specific prompt text refiner; the
-    Table 8 linear head and the Table 9 prompt ensemble / learnable context."""
-    if cfg.cct:
-        heads = cfg.cct_heads or parts.heads
-        for i in parse_block_spec(cfg.cct_blocks, parts.depth):
-            parts.hook(i, "message", CrossFrameMessage(parts.width, heads))
-    if cfg.mit:
-        parts.refiners.append(
-            MultiFrameIntegration(parts.dim, parts.num_frames, cfg.mit_depth, cfg.mit_heads))
-    if cfg.video_prompt:
-        parts.needs_patches = True
-        parts.text_refiners.append(
-            VideoSpecificPrompt(parts.dim, cfg.vprompt_layers, cfg.vprompt_heads,
-                                cfg.vprompt_alpha))
-    if cfg.linear_head:
-        if parts.head is not None:
-            raise ValueError("model.linear_head is a head, and another head is already on")
-        parts.head = LinearHead(parts.dim, cfg.linear_head_classes)
-    if cfg.prompt_ensemble:
-        parts.templates = list(ENSEMBLE_TEMPLATES)
-    if cfg.learnable_ctx:
-        if parts.prompts is not None:
-            raise ValueError("model.learnable_ctx replaces the text prompts, and another "
-                             "prompt module is already on")
-        length, phrase = cfg.learnable_ctx_length, cfg.learnable_ctx_init
-        parts.prompts = lambda text: LearnableContext(text, length, phrase)
-
-
-def _motionprompt_parts(cfg: ModelConfig, parts: _Parts) -> None:
-    """MotionPrompt (motionprompt §3): MMB pool, MAP prompts, MCB cross-modal.
-
-    The paper's "Baseline" (§4.1) is ``mmb`` + ``mmb_spatial_only`` (spatial stream only) with
-    the hand-crafted ``prompt_template`` and no MCB. Config validation rejects
-    s > T-1; a direct ``build_model`` call with fewer frames clamps s to T-1."""
-    step = max(1, min(cfg.mmb_step, parts.num_frames - 1))
-    if cfg.mmb:
-        mmb = MotionModelingBlock(
-            parts.dim, parts.num_frames, step, cfg.mmb_motion_layers,
-            cfg.mmb_spatial_layers, cfg.mmb_heads, cfg.mmb_mlp_ratio, cfg.mmb_dropout,
-            cfg.mmb_norm_first, cfg.mmb_pos_emb, motion=not cfg.mmb_spatial_only)
-        parts.set_pool(MMBPool(mmb), "model.mmb")
-    if cfg.map:
-        if parts.prompts is not None:
-            raise ValueError("model.map replaces the text prompts, and another prompt module "
-                             "is already on")
-        phrase, dim = map_init_phrase(cfg.map_length, cfg.map_init), parts.dim
-        parts.prompts = lambda text: MotionAwarePrompts(
-            text, cfg.map_length, phrase, dim, cfg.map_hidden, cfg.map_activation,
-            cfg.map_zero_init, fallback_step=step)
-    if cfg.mcb:
-        if parts.cross_modal is not None:
-            raise ValueError("model.mcb is the cross-modal stage, and another one is already on")
-        parts.cross_modal = MCBStage(
-            MultimodalCommunicationBlock(parts.dim, cfg.mcb_heads, cfg.mcb_prenorm),
-            use_frames=cfg.mcb_video == "frames")
-
-
-def _stdd_parts(cfg: ModelConfig, parts: _Parts) -> None:
-    """STDD (stdd §3): space-time cross attention hooks, the Table 4 adaptation modes (prompt
-    MLP message hooks), spatiotemporal prompt sets, frame-prompt alignment head (Eq. 8)."""
-    if cfg.stca:
-        stca = dict(
-            window=(cfg.wsm_w1, cfg.wsm_w2), mask_ratio=cfg.wsm_ratio if cfg.wsm else 0.0,
-            scales=parse_scales(cfg.mcm_scales) if cfg.mcm else (), gamma=cfg.mcm_gamma,
-            mode=cfg.mcm_mode, shortcut=cfg.stca_shortcut, query=cfg.stca_query,
-            train_phase=cfg.wsm_train_phase)
-        for i in parse_block_spec(cfg.stca_blocks, parts.depth):
-            parts.hook(i, "attention", SpaceTimeCrossAttention(**stca))
-    if cfg.stdd_adaptation:
-        full = cfg.stdd_adaptation == "full"
-        parts.trainable_blocks = parts.depth if full else 0
-        parts.train_visual_proj = full
-        if cfg.stdd_adaptation == "prompt":
-            for i in range(parts.depth):
-                parts.hook(i, "message", STCAPrompt(parts.width, cfg.stdd_prompt_len,
-                                                     cfg.stdd_prompt_hidden))
-    if cfg.st_aug:
-        if parts.prompts is not None:
-            raise ValueError("model.st_aug replaces the text prompts, and another prompt "
-                             "module is already on")
-        sets = load_prompt_sets(cfg.align_prompt_file, cfg.align_prompt_sets)
-        source, per_prompt = cfg.align_prompt_file, cfg.align
-        parts.prompts = lambda text: PromptSets(text, sets, source, per_prompt=per_prompt)
-    if cfg.align:
-        if parts.head is not None:
-            raise ValueError("model.align is a head, and another head is already on")
-        parts.head = FramePromptAlignment()
-
-
-def _omniclip_parts(cfg: ModelConfig, parts: _Parts) -> None:
-    """OmniCLIP (omniclip §3): PTA adapter hooks, SPG pre-hook, temporal MHA refiner."""
-    if not (cfg.pta or cfg.spg or cfg.omni_temporal):
-        return
-    first: list[nn.Module] = []  # pre hooks of block 0: TE (Eq. 1), then SPG on V^0 (§3.1)
-    if cfg.omni_te:
-        first.append(TemporalEncoding(parts.num_frames, parts.width, cfg.omni_te_std))
-    if cfg.spg:
-        spg = dict(width=parts.width, pool=cfg.spg_pool, projector=cfg.spg_projector,
-                   hidden=cfg.spg_hidden)
-        first.append(SelfPromptGenerator(**spg))
-        if cfg.spg_per_layer:
-            for i in range(1, parts.depth):
-                parts.hook(i, "pre", SelfPromptGenerator(**spg, replace=True))
-    if first:
-        parts.hook(0, "pre", first[0] if len(first) == 1 else PreChain(*first))
-    if cfg.pta:
-        for i in parse_pta_blocks(cfg.pta_blocks, parts.depth, cfg.pta_blocks_depth):
-            adapter = ParallelTemporalAdapter(
-                parts.width, cfg.pta_ratio, cfg.pta_heads or parts.heads,
-                cfg.pta_alpha_init, cfg.pta_zero_up)
-            parts.hook(i, "adapter", adapter, adapter_mode=cfg.pta_mode)
-    if cfg.omni_temporal:
-        parts.refiners.append(OmniTemporal(parts.dim, cfg.omni_heads, cfg.omni_residual))

@@ -58,7 +58,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import register_model_configs
 from .data.synthetic import (
     CLIP_MEAN,
     CLIP_STD,
@@ -67,6 +66,7 @@ from .data.synthetic import (
     class_names,
     generate_split_with_tracks,
 )
+from .specs import register_model_configs
 
 MODEL_NAME = "vidablate-tiny"
 WEIGHTS_VERSION = "v1"  # bump when the recipe or the generator changes: cached files are rebuilt

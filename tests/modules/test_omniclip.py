@@ -18,8 +18,8 @@ from vidablate.modules.omniclip import (
     SelfPromptGenerator,
     TemporalEncoding,
     parse_blocks,
-    vision_shape_of,
 )
+from vidablate.specs import vision_spec
 
 B, T, W = 2, 4, 16
 GRID = (4, 4)
@@ -368,8 +368,9 @@ def test_default_and_full_configs_validate():
     _validate()
     _validate(**FULL, pta_ratio=0.125)
     _validate(**FULL, pta_ratio=1.0, pta_blocks="1-3,10-12", pta_mode="cascade")
-    assert vision_shape_of("vidablate-tiny") == (4, 64, 4)
-    assert vision_shape_of("ViT-B-16") == (12, 768, 12)
+    tiny, vitb = vision_spec("vidablate-tiny"), vision_spec("ViT-B-16")
+    assert (tiny.depth, tiny.width, tiny.heads) == (4, 64, 4)
+    assert (vitb.depth, vitb.width, vitb.heads) == (12, 768, 12)
 
 
 @pytest.mark.parametrize(("model", "match"), [

@@ -14,7 +14,6 @@ from torch import nn
 
 # isort: split
 from vidablate.backbone import VideoBlock
-from vidablate.backbone import parse_block_spec as parse_blocks
 from vidablate.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
 from vidablate.model import StageContext, VideoCLIP, build_model
 from vidablate.modules.xclip import (
@@ -26,6 +25,7 @@ from vidablate.modules.xclip import (
     VideoSpecificPrompt,
     auto_heads,
 )
+from vidablate.specs import parse_block_spec as parse_blocks
 
 B, T = 2, 4
 CLASSES = ["red square moving left", "red square moving right", "green circle growing"]

@@ -1,1 +1,2 @@
-"""Paper modules, one file per paper; each module takes explicit constructor arguments."""
+"""Paper modules, one file per paper (its layers, knobs, validation and build step); the
+registry (``vidablate.modules.registry``) lists them in composer order."""

@@ -2,7 +2,7 @@
 Motion Prompts Learning", MM '23): the Motion Modeling Block (MMB, §3.2 Eq. 4-6), Motion-Aware
 Prompts (MAP, §3.3 Eq. 7) and the Multimodal Communication Block (MCB, §3.4 Eq. 2).
 
-Where each attaches (model.py ``_motionprompt_parts``): MMB is the frame->video pool and also
+Where each attaches (``build``): MMB is the frame->video pool and also
 hands its motion cue to MAP (``Pooled.motion``); MAP replaces the hand-crafted text prompts;
 MCB is the cross-modal stage before the cosine head (Eq. 3).
 
@@ -21,14 +21,17 @@ Interpretations of what §3 leaves open (each is a config knob, see ``ModelConfi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # the stage adapters take the pipeline's context; model.py imports us
+from ..errors import ConfigError
+from ..stages import Paper, Parts, Pooled, StageContext, ValidationContext
+
+if TYPE_CHECKING:  # annotation only: the backbone layer sits above the modules
     from ..backbone import TextEncoder
-    from ..model import Pooled, StageContext
 
 TABLE1_PHRASES = {3: "human action of", 4: "a human action of", 5: "a common human action of"}
 """Hand-crafted prompts A/B/C of motionprompt Table 1 (lengths 3/4/5) without the class; the
@@ -147,8 +150,6 @@ class MMBPool(nn.Module):
         self.mmb = mmb
 
     def forward(self, frames: torch.Tensor, ctx: StageContext) -> Pooled:
-        from ..model import Pooled  # deferred: model.py imports this module
-
         video, cue = self.mmb(frames)
         return Pooled(video, motion=cue)
 
@@ -287,3 +288,132 @@ class MCBStage(nn.Module):
     def forward(self, text: torch.Tensor, video: torch.Tensor, ctx: StageContext
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mcb(text, video, ctx.frames if self.use_frames else None)
+
+
+# --------------------------------------------------------------------------- knobs
+
+
+@dataclass
+class MotionPromptKnobs:
+    """MotionPrompt (motionprompt §3); knob names start with mmb_, map_, mcb_."""
+
+    mmb: bool = False
+    """Motion Modeling Block as the frame->video pool (motionprompt §3.2, Eq. 4-6): motion
+    transformer over frame differences + spatial transformer over frames, AvgPool sum."""
+    mmb_spatial_only: bool = False
+    """With ``mmb``: drop the motion stream, V = AvgPool(T_s(I)). This is the paper's
+    "Baseline" pool (§4.1 i: "only one single Transformer to mimic the spatial stream"); the
+    Baseline row is ``mmb + mmb_spatial_only`` with ``map`` and ``mcb`` off."""
+    mmb_step: int = 4
+    """Maximum temporal step s of Eq. 4, 1 <= s <= T-1 (§4.2: "we set the s to 4")."""
+    mmb_motion_layers: int = 1
+    """Layers of the motion transformer T_m (§3.2 leaves it open; one layer)."""
+    mmb_spatial_layers: int = 1
+    """Layers of the spatial transformer T_s (§3.2 leaves it open; one layer)."""
+    mmb_heads: int = 8
+    """Attention heads of T_m and T_s ("standard architecture in [40]": 8 heads)."""
+    mmb_mlp_ratio: float = 4.0
+    """FFN width / D of T_m and T_s ([40]: d_ff 2048 for d_model 512)."""
+    mmb_dropout: float = 0.0
+    """Dropout inside T_m and T_s (the paper names none)."""
+    mmb_norm_first: bool = False
+    """Pre-LN layers; False is the post-LN layer of [40] that §3.2 cites."""
+    mmb_pos_emb: bool = False
+    """Learnable position embeddings over the T frames (T_s) and the L differences (T_m);
+    §3.2 names only MHSA + FFN. Without them the spatial-only Baseline is frame-order
+    invariant, while the motion stream still sees order through the signs of I_j - I_i."""
+    map: bool = False
+    """Motion-Aware Prompts (motionprompt §3.3, Eq. 7): H learnable context vectors plus a
+    motion adapter of the motion cue, one prompt per video. The cue is MMB's AvgPool(M);
+    without MMB's motion stream, AvgPool of the raw frame differences of Eq. 4."""
+    map_length: int = 5
+    """H, the number of learnable vectors (§4.2: "we set H = 5")."""
+    map_init: str = ""
+    """Phrase whose first H tokens initialise the vectors; "" = Table 1's hand-crafted prompt of
+    length H ("human action of" / "a human action of" / "a common human action of" for
+    H = 3/4/5, §3.3 and §4.2), random N(0, 0.02) (CoOp) for other H."""
+    map_hidden: int = 0
+    """Squeezed width of the motion adapter (§3.3: "squeeze the dimension"); 0 = D // 16, the
+    meta-net of CoCoOp [50] that MAP extends."""
+    map_activation: str = "relu"
+    """relu | gelu | tanh: the adapter's "non-linear activation" (§3.3; CoCoOp uses ReLU)."""
+    map_zero_init: bool = False
+    """Zero the adapter's last layer so MAP starts exactly at its initial phrase (the paper
+    does not say how the adapter is initialised; default PyTorch init as CoCoOp)."""
+    mcb: bool = False
+    """Multimodal Communication Block (motionprompt §3.4, Eq. 2): SMA (text queries video) and
+    SAA (video queries text), parallel cross attentions with residuals."""
+    mcb_heads: int = 8
+    """Heads of SMA and SAA (§3.4: "standard cross attention"; 8 as [40])."""
+    mcb_video: str = "pooled"
+    """SMA's key/value: ``pooled`` = the video representation V of Eq. 2 (one token);
+    ``frames`` = the T frame features."""
+    mcb_prenorm: bool = True
+    """LayerNorm queries and keys/values inside SMA/SAA (text is unit-norm, video is not)."""
+
+
+def validate(ctx: ValidationContext) -> None:
+    """MotionPrompt knobs (motionprompt §3): MMB, MAP, MCB."""
+    m, d = ctx.model, ctx.data
+    if m.mmb_spatial_only and not m.mmb:
+        raise ConfigError("model.mmb_spatial_only drops MMB's motion stream (the paper's "
+                          "Baseline) and needs model.mmb on")
+    if (m.mmb or m.map) and not 1 <= m.mmb_step <= d.num_frames - 1:
+        raise ConfigError(f"model.mmb_step={m.mmb_step} must satisfy 1 <= s <= "
+                          f"data.num_frames-1 = {d.num_frames - 1} (motionprompt §3.2)")
+    for name in ("mmb_motion_layers", "mmb_spatial_layers", "mmb_heads", "map_length",
+                 "mcb_heads"):
+        if getattr(m, name) < 1:
+            raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+    if m.mmb_mlp_ratio <= 0 or not 0.0 <= m.mmb_dropout < 1.0:
+        raise ConfigError("model.mmb_mlp_ratio must be > 0 and 0 <= model.mmb_dropout < 1")
+    if m.map_hidden < 0:
+        raise ConfigError(f"model.map_hidden must be >= 0 (0 = D // 16), got {m.map_hidden}")
+    if m.map_activation not in ACTIVATIONS:
+        raise ConfigError(f"model.map_activation must be one of {sorted(ACTIVATIONS)}, "
+                          f"got {m.map_activation!r}")
+    if m.map and m.map_init and len(m.map_init.split()) < m.map_length:
+        raise ConfigError(f"model.map_init={m.map_init!r} has fewer words than "
+                          f"model.map_length={m.map_length}")
+    if m.mcb_video not in MCB_VIDEO:
+        raise ConfigError(f"model.mcb_video must be one of {MCB_VIDEO}, got {m.mcb_video!r}")
+    dim = ctx.spec.embed_dim if ctx.spec is not None else None
+    for toggle, heads in (("mmb", "mmb_heads"), ("mcb", "mcb_heads")):
+        if getattr(m, toggle) and dim is not None and dim % getattr(m, heads):
+            raise ConfigError(f"model.{heads}={getattr(m, heads)} must divide the embedding "
+                              f"width {dim} of model.backbone={m.backbone!r}")
+
+
+def build(cfg: MotionPromptKnobs, parts: Parts) -> None:
+    """MMB pool, MAP prompts, MCB cross-modal stage.
+
+    The paper's "Baseline" (§4.1) is ``mmb`` + ``mmb_spatial_only`` (spatial stream only) with
+    the hand-crafted ``prompt_template`` and no MCB. Config validation rejects s > T-1; a direct
+    ``build_model`` call with fewer frames clamps s to T-1."""
+    step = max(1, min(cfg.mmb_step, parts.num_frames - 1))
+    if cfg.mmb:
+        mmb = MotionModelingBlock(
+            parts.dim, parts.num_frames, step, cfg.mmb_motion_layers,
+            cfg.mmb_spatial_layers, cfg.mmb_heads, cfg.mmb_mlp_ratio, cfg.mmb_dropout,
+            cfg.mmb_norm_first, cfg.mmb_pos_emb, motion=not cfg.mmb_spatial_only)
+        parts.set_pool(MMBPool(mmb), "model.mmb")
+    if cfg.map:
+        phrase, dim = map_init_phrase(cfg.map_length, cfg.map_init), parts.dim
+        parts.set_prompts(lambda text: MotionAwarePrompts(
+            text, cfg.map_length, phrase, dim, cfg.map_hidden, cfg.map_activation,
+            cfg.map_zero_init, fallback_step=step), "model.map")
+    if cfg.mcb:
+        parts.set_cross_modal(MCBStage(
+            MultimodalCommunicationBlock(parts.dim, cfg.mcb_heads, cfg.mcb_prenorm),
+            use_frames=cfg.mcb_video == "frames"), "model.mcb")
+
+
+PAPER = Paper(
+    name="motionprompt", knobs=MotionPromptKnobs, build=build, validate=validate,
+    claims={"mmb": "pool", "map": ("prompts", "per_video_text"),
+            "mcb": ("cross_modal", "per_video_text")},
+    temporal={"mmb (motionprompt)": {"mmb": True}},
+    attention={"mmb": True, "map": True, "mcb": True},
+    # MMB's two streams, the text tower MAP re-runs per video, MCB's SMA and SAA
+    attention_calls=lambda spec: 2 + spec.text_layers + 2,
+)

@@ -9,11 +9,15 @@ leaves open is a constructor argument here and a documented knob in ``ModelConfi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import parse_block_spec
+from ..errors import ConfigError
+from ..specs import parse_block_spec
+from ..stages import Paper, Parts, ValidationContext
 
 PAPER_DEPTH = 12
 """OmniCLIP numbers blocks 1-12 of ViT-B/16 (Table 10: groups 1-3, 4-6, 7-9, 10-12)."""
@@ -218,20 +222,134 @@ class OmniTemporal(nn.Module):
         return frames + a if self.residual else a
 
 
-def vision_shape_of(backbone: str) -> tuple[int, int, int] | None:
-    """(depth, width, heads) of an open_clip model's vision tower from its config, or None when
-    the config is unknown (heads = width // head_width, open_clip's default head width 64)."""
-    import open_clip
+# --------------------------------------------------------------------------- knobs
 
-    from ..backbone import register_model_configs
 
-    register_model_configs()
-    cfg = open_clip.get_model_config(backbone) or {}
-    vision = cfg.get("vision_cfg")
-    if not vision or "layers" not in vision or "width" not in vision:
-        return None
-    layers = vision["layers"]
-    if not isinstance(layers, int):  # ResNet towers list stage depths
-        return None
-    width = int(vision["width"])
-    return layers, width, width // int(vision.get("head_width", 64))
+@dataclass
+class OmniCLIPKnobs:
+    """OmniCLIP (omniclip §3); knob names start with pta_, spg_, omni_."""
+
+    pta: bool = False
+    """Parallel Temporal Adapter (omniclip §3.3, Eq. 3-4, 7): alpha * Up(Attn_T(Down(V)))."""
+    pta_ratio: float = 0.25
+    """PTA down-projection ratio, bottleneck = ratio * ViT width (omniclip Table 8: 1/4 best of
+    1/8, 1/4, 1/2, 1)."""
+    pta_blocks: str = "1-12"
+    """Blocks carrying PTA, 1-based inclusive ranges ("1-3", "1-3,7-9") numbered on a
+    ``pta_blocks_depth``-block reference tower and mapped proportionally onto the backbone
+    (omniclip Table 10: all of 1-12 best). On the 4-block tiny tower each group of three is one
+    block; on ViT-B/16 it is the identity."""
+    pta_blocks_depth: int = 12
+    """Depth of the numbering used by ``pta_blocks``: 12 = the paper's ViT-B/16 numbering;
+    0 = the backbone's own blocks (no mapping)."""
+    pta_mode: str = "parallel"
+    """parallel (Eq. 4, the paper's design) | cascade | attn_parallel (omniclip Table 11,
+    Figure 5)."""
+    pta_heads: int = 0
+    """Heads of PTA's temporal attention; 0 = the ViT's heads ("the same structure as the
+    attention block in the ViT", §3.3). Must divide the bottleneck width."""
+    pta_alpha_init: float = 1.0
+    """Initial value of the learnable fusion factor alpha (Eq. 4; the paper gives none)."""
+    pta_zero_up: bool = True
+    """Zero-initialise PTA's Up projection so the adapter starts as a zero branch (AIM /
+    ST-Adapter convention; the paper gives no initialisation)."""
+    spg: bool = False
+    """Self-Prompt Generator (omniclip §3.2, Eq. 6): K/4 pooled prompt tokens per frame,
+    concatenated to the tokens before the first block (§3.1: V^0 = Concat(V^0, R^0))."""
+    spg_pool: str = "avg"
+    """avg | max 2x2 pooling of the patch grid (omniclip Table 9: Avg. best)."""
+    spg_projector: bool = True
+    """Two-layer MLP projector on the pooled prompts (omniclip Eq. 6, Table 9: "+ Projector")."""
+    spg_hidden: int = 0
+    """Hidden width of the SPG projector; 0 = the ViT width (the paper does not say)."""
+    spg_per_layer: bool = False
+    """Regenerate the prompts from the current patch tokens before every later block with its
+    own projector (reading §3.2's R^i as per-layer); off = §3.1, prompts made once from V^0 and
+    carried through the blocks."""
+    omni_temporal: bool = False
+    """Video feature F_V = Avg(MHA(frame features)) (omniclip Eq. 5): an MHA refiner before the
+    frame-mean pool. Part of the full OmniCLIP; the paper never ablates it separately."""
+    omni_heads: int = 8
+    """Heads of the Eq. 5 MHA (not given in the paper; 8 = 64-wide heads for D=512)."""
+    omni_residual: bool = True
+    """Eq. 5 MHA as F + MHA(LN(F)) with a zero-initialised output projection (starts as CLIP's
+    frame features); false = MHA(LN(F)) as Eq. 5 is written."""
+    omni_te: bool = True
+    """Learnable temporal encoding TE added to the tokens of frame t (omniclip Eq. 1) whenever
+    pta, spg or omni_temporal is on; the only source of frame order in OmniCLIP."""
+    omni_te_std: float = 0.02
+    """Init std of TE (the paper gives none; ViT/TimeSformer convention 0.02; 0 = identity)."""
+
+
+def validate(ctx: ValidationContext) -> None:
+    """OmniCLIP knobs (omniclip §3) against the backbone."""
+    m, spec = ctx.model, ctx.spec
+    if not 0 < m.pta_ratio <= 1:
+        raise ConfigError(f"model.pta_ratio must be in (0, 1] (Table 8: 1/8 .. 1), "
+                          f"got {m.pta_ratio}")
+    if m.pta_mode not in PTA_MODES:
+        raise ConfigError(f"model.pta_mode must be one of {PTA_MODES}, got {m.pta_mode!r}")
+    if m.pta_blocks_depth < 0 or m.pta_heads < 0 or m.spg_hidden < 0:
+        raise ConfigError("model.pta_blocks_depth, model.pta_heads and model.spg_hidden must be "
+                          ">= 0 (0 = the backbone's value)")
+    if m.pta_zero_up and m.pta_alpha_init == 0:
+        raise ConfigError("model.pta_alpha_init=0 with model.pta_zero_up=true: neither alpha nor "
+                          "the Up projection would get a gradient; change one of them")
+    if m.spg_pool not in SPG_POOLS:
+        raise ConfigError(f"model.spg_pool must be one of {SPG_POOLS}, got {m.spg_pool!r}")
+    if m.omni_heads < 1 or m.omni_te_std < 0:
+        raise ConfigError("model.omni_heads must be >= 1 and model.omni_te_std >= 0")
+    if m.pta:
+        depth = spec.depth if spec else PAPER_DEPTH  # unknown config: assume ViT-B
+        try:
+            parse_blocks(m.pta_blocks, depth, m.pta_blocks_depth)
+        except ValueError as err:
+            raise ConfigError(f"model.pta_blocks={m.pta_blocks!r} (model.pta_blocks_depth="
+                              f"{m.pta_blocks_depth}, model.backbone={m.backbone!r} has {depth} "
+                              f"blocks): {err}") from None
+        if spec:
+            width, heads = spec.width, m.pta_heads or spec.heads
+            hidden = round(width * m.pta_ratio)
+            if hidden < 1 or hidden % heads:
+                raise ConfigError(
+                    f"model.pta_ratio={m.pta_ratio} gives a bottleneck of {hidden} channels "
+                    f"(ViT width {width}), which model.pta_heads={heads} must divide")
+    if m.omni_temporal and spec is not None and spec.embed_dim % m.omni_heads:
+        raise ConfigError(f"model.omni_heads={m.omni_heads} must divide the embedding width "
+                          f"{spec.embed_dim} of model.backbone={m.backbone!r}")
+
+
+def build(cfg: OmniCLIPKnobs, parts: Parts) -> None:
+    """PTA adapter hooks, SPG pre-hook, temporal encoding, temporal MHA refiner."""
+    if not (cfg.pta or cfg.spg or cfg.omni_temporal):
+        return
+    first: list[nn.Module] = []  # pre hooks of block 0: TE (Eq. 1), then SPG on V^0 (§3.1)
+    if cfg.omni_te:
+        first.append(TemporalEncoding(parts.num_frames, parts.width, cfg.omni_te_std))
+    if cfg.spg:
+        spg = dict(width=parts.width, pool=cfg.spg_pool, projector=cfg.spg_projector,
+                   hidden=cfg.spg_hidden)
+        first.append(SelfPromptGenerator(**spg))
+        if cfg.spg_per_layer:
+            for i in range(1, parts.depth):
+                parts.hook(i, "pre", SelfPromptGenerator(**spg, replace=True))
+    if first:
+        parts.hook(0, "pre", first[0] if len(first) == 1 else PreChain(*first))
+    if cfg.pta:
+        for i in parse_blocks(cfg.pta_blocks, parts.depth, cfg.pta_blocks_depth):
+            adapter = ParallelTemporalAdapter(
+                parts.width, cfg.pta_ratio, cfg.pta_heads or parts.heads,
+                cfg.pta_alpha_init, cfg.pta_zero_up)
+            parts.hook(i, "adapter", adapter, adapter_mode=cfg.pta_mode)
+    if cfg.omni_temporal:
+        parts.refiners.append(OmniTemporal(parts.dim, cfg.omni_heads, cfg.omni_residual))
+
+
+PAPER = Paper(
+    name="omniclip", knobs=OmniCLIPKnobs, build=build, validate=validate,
+    claims={"pta": "tower", "spg": "tower", "omni_temporal": "refiner"},
+    temporal={"pta (omniclip)": {"pta": True, "pta_zero_up": False}},
+    attention={"pta": True, "spg": True, "pta_zero_up": False, "omni_temporal": True},
+    # PTA's temporal attention on every block (the default 1-12), the Eq. 5 MHA
+    attention_calls=lambda spec: spec.depth + 1,
+)

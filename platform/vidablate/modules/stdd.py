@@ -16,11 +16,16 @@ student side keeps its gradient).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import ConfigError
+from ..specs import parse_block_spec
+from ..stages import Paper, Parts, ValidationContext
 
 DEFAULT_PROMPT_FILE = (Path(__file__).resolve().parents[1] / "assets" / "prompts"
                        / "synthetic_st_prompts.json")
@@ -64,27 +69,6 @@ def mixed_channels(width: int, gamma: float) -> int:
 def masked_per_window(window: tuple[int, int], ratio: float) -> int:
     """Tokens discarded per w1 x w2 window (official: ``int(mask_rate * w1 * w2)``)."""
     return int(ratio * window[0] * window[1] + 1e-9)
-
-
-def vision_shape(backbone: str) -> dict[str, int] | None:
-    """Depth, width and patch grid of an open_clip vision tower, read from its config without
-    building it (None when unknown)."""
-    import open_clip
-
-    from ..backbone import register_model_configs
-
-    register_model_configs()
-    cfg = open_clip.get_model_config(backbone)
-    if not cfg or "vision_cfg" not in cfg:
-        return None
-    v = cfg["vision_cfg"]
-    layers, width, patch = v.get("layers"), v.get("width"), v.get("patch_size")
-    size = v.get("image_size", 224)
-    if not isinstance(layers, int) or not isinstance(width, int) or not patch:
-        return None
-    size = size if isinstance(size, (list, tuple)) else (size, size)
-    return {"depth": layers, "width": width, "grid_h": size[0] // patch,
-            "grid_w": size[1] // patch}
 
 
 # --------------------------------------------------------------------------- WSM (Eq. 3-4)
@@ -461,3 +445,184 @@ class FramePromptAlignment(nn.Module):
         if frames is None:
             frames = video.unsqueeze(1)
         return logit_scale.exp() * alignment_scores(frames, text)
+
+
+# --------------------------------------------------------------------------- knobs
+
+
+@dataclass
+class STDDKnobs:
+    """STDD (stdd §3); knob names start with stca_, wsm_, mcm_, stdd_, align_."""
+
+    stca: bool = False
+    """Space-time Cross Attention (stdd §3, Eq. 1-7): WSM -> MCM -> MHSA with the block's own
+    attention -> padding -> short-cut, inside the ViT blocks; adds no parameters."""
+    stca_blocks: str = "all"
+    """Blocks with STCA, 1-based (``all``, ``1-12``, ``1,3,5``); stdd §3: "within each ViT
+    block"."""
+    wsm: bool = True
+    """Window Shift Masking sub-toggle of ``stca`` (stdd Table 4 "WSM"); off = every patch
+    token is visible and mixed at its own position."""
+    wsm_w1: int = 2
+    """Window height w1 in patches (stdd §4: "w1 = w2 = 2")."""
+    wsm_w2: int = 2
+    """Window width w2 in patches (stdd §4: "w1 = w2 = 2")."""
+    wsm_ratio: float = 0.5
+    """Mask ratio r, floor(r*w1*w2) tokens dropped per window (stdd §4: "a mask ratio of
+    50%")."""
+    wsm_train_phase: str = "shift"
+    """Mask phases while training: shift (random start phase per clip, then periodic shift with
+    t: Eq. 3; official spatial_repeat) | shuffle (those phases permuted over frames: official
+    temporal_shuffle) | fixed. Evaluation always uses phase t mod w1*w2 (deterministic; the
+    official code also shuffles at evaluation, not copied)."""
+    mcm: bool = True
+    """Multi-scale Channel Mixing sub-toggle of ``stca`` (stdd Table 4 "MCM")."""
+    mcm_gamma: float = 0.03125
+    """gamma of d_delta = gamma * D channels mixed from each side (Eq. 5); D/32 as the official
+    README runs it (MODEL.CHANNEL_FOLD 32; code default 64)."""
+    mcm_scales: str = "1,2"
+    """Temporal scales delta, averaged (stdd §4: "temporal scales to [+-1, +-2]"; official
+    TEMPORAL_SCALE [1,2])."""
+    mcm_mode: str = "continual"
+    """separate (Eq. 5) | continual (Eq. 6; Table 4 best; what the official code does)."""
+    stca_shortcut: str = "mixed"
+    """Short-cut of the per-scale MHSA: mixed (official ``x_mix + attention(ln_1(x_mix))``) |
+    frame (the unmixed tokens z_t, Eq. 7 as printed)."""
+    stca_query: str = "mixed"
+    """Queries of the per-scale MHSA: mixed (MHSA on the mixed tokens, Eq. 7 and official) |
+    frame (queries from the frame's own tokens, keys/values mixed; X-ViT style)."""
+    stdd_adaptation: str = ""
+    """stdd Table 4: "" (keep model.trainable_blocks / train_visual_proj) | frozen (no visual
+    weight trains) | prompt (frozen backbone, per-block prompt MLP) | full (every visual
+    weight, "fully-tuned"). Non-empty values override model.trainable_blocks (0 or all) and
+    model.train_visual_proj."""
+    stdd_prompt_len: int = 1
+    """Prompt tokens per frame and block in prompt-based adaptation (not given in stdd)."""
+    stdd_prompt_hidden: int = 0
+    """Hidden width of the prompt MLP; 0 = ViT width / 4 (not given in stdd)."""
+    st_aug: bool = False
+    """Spatiotemporal text augmentation (stdd §3): several prompts per class read from
+    ``align_prompt_file`` replace the template (the ASKG/LLM step that writes them is out of
+    scope). With ``align`` the head sees every prompt, else their features are averaged."""
+    align: bool = False
+    """Frame-to-prompt alignment head (stdd Eq. 8): mean of frame->prompt and prompt->frame
+    max-similarities over the frame features, no pooling; also used at inference."""
+    align_prompt_file: str = ""
+    """JSON file (class name -> list of prompts, or -> {"spatial": [...], "temporal": [...]})
+    read by ``st_aug``; empty = the shipped synthetic file
+    (vidablate/assets/prompts/synthetic_st_prompts.json)."""
+    align_prompt_sets: str = "all"
+    """Prompts used by ``st_aug``: all ([S]+[T]) | spatial ([S]) | temporal ([T]) (stdd
+    Figure 4)."""
+
+
+def validate(ctx: ValidationContext) -> None:
+    """STDD knobs (stdd §3): STCA geometry against the backbone, adaptation, prompt file."""
+    m, d, spec = ctx.model, ctx.data, ctx.spec
+    for name, allowed in (("wsm_train_phase", WSM_TRAIN_PHASES), ("mcm_mode", MCM_MODES),
+                          ("stca_shortcut", STCA_SHORTCUTS), ("stca_query", STCA_QUERIES),
+                          ("stdd_adaptation", ADAPTATIONS), ("align_prompt_sets", PROMPT_SETS)):
+        if getattr(m, name) not in allowed:
+            raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(m, name)!r}")
+    if m.wsm_w1 < 1 or m.wsm_w2 < 1:
+        raise ConfigError(f"model.wsm_w1 and model.wsm_w2 must be >= 1, got "
+                          f"{m.wsm_w1}x{m.wsm_w2}")
+    if not 0 <= m.wsm_ratio < 1:
+        raise ConfigError(f"model.wsm_ratio must be in [0, 1), got {m.wsm_ratio}")
+    if not 0 < m.mcm_gamma <= 0.5:
+        raise ConfigError(f"model.mcm_gamma must be in (0, 0.5] (2*gamma*D channels are mixed), "
+                          f"got {m.mcm_gamma}")
+    if m.stdd_prompt_len < 1 or m.stdd_prompt_hidden < 0:
+        raise ConfigError("model.stdd_prompt_len must be >= 1 and model.stdd_prompt_hidden >= 0")
+    try:
+        scales = parse_scales(m.mcm_scales)
+    except ValueError as err:
+        raise ConfigError(f"model.mcm_scales: {err}") from None
+    if m.stca:
+        window = (m.wsm_w1, m.wsm_w2)
+        if m.wsm and masked_per_window(window, m.wsm_ratio) == 0:
+            raise ConfigError(
+                f"model.wsm_ratio={m.wsm_ratio} masks no token of a {m.wsm_w1}x{m.wsm_w2} window; "
+                "raise it or turn model.wsm off")
+        if m.mcm and max(scales) >= d.num_frames:
+            raise ConfigError(f"model.mcm_scales={m.mcm_scales!r}: every scale must be below "
+                              f"data.num_frames={d.num_frames}")
+        if spec is not None:
+            try:
+                parse_block_spec(m.stca_blocks, spec.depth)
+            except ValueError as err:
+                raise ConfigError(f"model.stca_blocks: {err} (model.backbone={m.backbone!r})"
+                                  ) from None
+            gh, gw = spec.grid
+            if m.wsm and (gh % m.wsm_w1 or gw % m.wsm_w2):
+                raise ConfigError(
+                    f"model.wsm_w1 x model.wsm_w2 = {m.wsm_w1}x{m.wsm_w2} windows do not tile the "
+                    f"{gh}x{gw} patch grid of model.backbone={m.backbone!r}")
+            channels = mixed_channels(spec.width, m.mcm_gamma)
+            need = max(scales) if m.mcm_mode == "continual" else 1
+            if m.mcm and channels < need:
+                raise ConfigError(
+                    f"model.mcm_gamma={m.mcm_gamma} mixes {channels} channel(s) of the ViT width "
+                    f"{spec.width} per side; model.mcm_mode={m.mcm_mode!r} at scale "
+                    f"{max(scales)} needs >= {need}")
+    if m.stdd_adaptation == "prompt" and ctx.on("block_messages"):
+        raise ConfigError(f"model.stdd_adaptation='prompt' and model.{ctx.on('block_messages')[0]}"
+                          " both add per-block message tokens; turn one off")
+    if m.align:
+        if ctx.on("pool"):
+            raise ConfigError(f"model.align scores frames against prompts without pooling "
+                              f"(stdd Eq. 8), so model.{ctx.on('pool')[0]} would be ignored; "
+                              "turn one off")
+        if ctx.on("per_video_text"):
+            raise ConfigError(f"model.align needs class-level text ([C, D] or [C, K, D]); "
+                              f"model.{ctx.on('per_video_text')[0]} makes it per video; turn one "
+                              "off")
+    if m.st_aug:
+        try:
+            prompts = load_prompt_sets(m.align_prompt_file, m.align_prompt_sets)
+        except PromptFileError as err:
+            raise ConfigError(f"model.align_prompt_file: {err}") from None
+        missing = missing_classes(prompts, ctx.class_names or [])
+        if missing:
+            raise ConfigError(
+                f"model.align_prompt_file={m.align_prompt_file or str(DEFAULT_PROMPT_FILE)!r}"
+                f" has no prompts for class(es) {missing}")
+
+
+def build(cfg: STDDKnobs, parts: Parts) -> None:
+    """Space-time cross attention hooks, the Table 4 adaptation modes (prompt MLP message
+    hooks), spatiotemporal prompt sets, frame-prompt alignment head (Eq. 8)."""
+    if cfg.stca:
+        stca = dict(
+            window=(cfg.wsm_w1, cfg.wsm_w2), mask_ratio=cfg.wsm_ratio if cfg.wsm else 0.0,
+            scales=parse_scales(cfg.mcm_scales) if cfg.mcm else (), gamma=cfg.mcm_gamma,
+            mode=cfg.mcm_mode, shortcut=cfg.stca_shortcut, query=cfg.stca_query,
+            train_phase=cfg.wsm_train_phase)
+        for i in parse_block_spec(cfg.stca_blocks, parts.depth):
+            parts.hook(i, "attention", SpaceTimeCrossAttention(**stca))
+    if cfg.stdd_adaptation:
+        full = cfg.stdd_adaptation == "full"
+        parts.trainable_blocks = parts.depth if full else 0
+        parts.train_visual_proj = full
+        if cfg.stdd_adaptation == "prompt":
+            for i in range(parts.depth):
+                parts.hook(i, "message", STCAPrompt(parts.width, cfg.stdd_prompt_len,
+                                                     cfg.stdd_prompt_hidden))
+    if cfg.st_aug:
+        sets = load_prompt_sets(cfg.align_prompt_file, cfg.align_prompt_sets)
+        source, per_prompt = cfg.align_prompt_file, cfg.align
+        parts.set_prompts(lambda text: PromptSets(text, sets, source, per_prompt=per_prompt),
+                          "model.st_aug")
+    if cfg.align:
+        parts.set_head(FramePromptAlignment(), "model.align")
+
+
+PAPER = Paper(
+    name="stdd", knobs=STDDKnobs, build=build, validate=validate,
+    claims={"stca": "tower", "st_aug": "prompts", "align": "head"},
+    temporal={"stca mcm (stdd)": {"stca": True, "wsm": False},
+              "stca wsm+mcm (stdd)": {"stca": True}},
+    attention={"stca": True},
+    # two temporal scales: three attentions (spatial + one per scale) replace each block's one
+    attention_calls=lambda spec: 2 * spec.depth,
+)

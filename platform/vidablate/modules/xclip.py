@@ -9,9 +9,15 @@ Facts taken from the official code (microsoft/VideoX, X-CLIP/models/) are marked
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import ConfigError
+from ..specs import parse_block_spec
+from ..stages import Paper, Parts, ValidationContext
 
 ENSEMBLE_TEMPLATES: tuple[str, ...] = (
     "a photo of action {}", "a picture of action {}", "Human action of {}", "{}, an action",
@@ -299,25 +305,139 @@ def ctx_fits(length: int, context_length: int) -> bool:
     return length + 3 <= context_length
 
 
-def backbone_dims(name: str) -> dict[str, int] | None:
-    """Depth, width, heads, embed dim and text context length of an open_clip config (None if
-    the model is unknown): what validation needs without building the model."""
-    import open_clip
+# --------------------------------------------------------------------------- knobs
 
-    from ..backbone import register_model_configs
 
-    register_model_configs()
-    cfg = open_clip.get_model_config(name)
-    if not cfg:
-        return None
-    vis, txt = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-    if isinstance(vis.get("layers"), (list, tuple)):
-        return None  # ResNet towers
-    width = int(vis.get("width", 768))
-    return {
-        "depth": int(vis.get("layers", 12)), "width": width,
-        "heads": max(width // int(vis.get("head_width", 64)), 1),
-        "dim": int(cfg.get("embed_dim", width)),
-        "context_length": int(txt.get("context_length", 77)),
-    }
+@dataclass
+class XCLIPKnobs:
+    """X-CLIP (xclip §3) and the ablation baselines of its §4.5; knob names start with cct_,
+    mit_, vprompt_, linear_head, prompt_ensemble, learnable_ctx."""
 
+    cct: bool = False
+    """Cross-frame communication (xclip §3.2, Eq. 7-9): per block a message token from each
+    frame's CLS, fusion attention over the T messages, appended for the block's attention."""
+    cct_blocks: str = "all"
+    """Blocks that carry message tokens, 1-based: ``all``, ``1-12``, ``1,3,5`` (xclip §3.2: every
+    block of the L_c-layer CCT)."""
+    cct_heads: int = 0
+    """Heads of the cross-frame fusion attention; 0 = the ViT's heads (official: width // 64)."""
+    mit: bool = False
+    """Multi-frame integration transformer (xclip Eq. 6): temporal position embedding +
+    transformer + residual, then the mean pool."""
+    mit_depth: int = 1
+    """MIT layers L_m (xclip §4.1: "a simple 1-layer multi-frame integration transformer")."""
+    mit_heads: int = 0
+    """MIT heads; 0 = D // 64 (official)."""
+    video_prompt: bool = False
+    """Video-specific prompting (xclip §3.3, Eq. 10): text features query the time-averaged
+    patch tokens; c_hat = c + alpha * c_tilde."""
+    vprompt_layers: int = 2
+    """Prompt generator blocks (xclip §4.1: "the number of the video-specific prompting blocks
+    is 2")."""
+    vprompt_heads: int = 0
+    """Prompt generator heads; 0 = D // 64 (official)."""
+    vprompt_alpha: float = 0.1
+    """Initial value of the learnable per-channel alpha (xclip §3.3: "initial value of 0.1";
+    official: one alpha per channel)."""
+    linear_head: bool = False
+    """"w/o text" (xclip Table 8): a randomly initialised linear classifier on the video
+    embedding instead of the text branch; closed-set protocol only."""
+    linear_head_classes: int = 32
+    """Outputs of the linear head; must equal data.num_classes (checked), whose default it
+    copies. A fixed size (not sized at the first call) so the optimizer and DDP see it."""
+    prompt_ensemble: bool = False
+    """Prompt ensembling (xclip Table 9, CLIP [36]): average the text features of 16
+    hand-crafted templates (``modules.xclip.ENSEMBLE_TEMPLATES``) instead of
+    ``prompt_template``."""
+    learnable_ctx: bool = False
+    """Learnable context vectors (xclip Table 9 "Vectors", CoOp [60]) replace the template."""
+    learnable_ctx_length: int = 16
+    """Number of learnable vectors (xclip §4.5: "learnable vectors [60] with length 16")."""
+    learnable_ctx_init: str = ""
+    """Phrase whose word embeddings initialise the first vectors; empty = N(0, 0.02) (CoOp's
+    random init; xclip does not say)."""
+
+
+def validate(ctx: ValidationContext) -> None:
+    """X-CLIP knobs (xclip §3) and the Table 8/9 baselines."""
+    m, d, spec = ctx.model, ctx.data, ctx.spec
+    for name in ("mit_depth", "vprompt_layers", "learnable_ctx_length"):
+        if getattr(m, name) < 1:
+            raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+    for name in ("cct_heads", "mit_heads", "vprompt_heads"):
+        if getattr(m, name) < 0:
+            raise ConfigError(f"model.{name} must be >= 0 (0 = the official default)")
+    if m.prompt_ensemble and ctx.on("prompts"):
+        raise ConfigError(f"model.prompt_ensemble averages hand-crafted templates, but "
+                          f"model.{ctx.on('prompts')[0]} replaces them; turn one off")
+    if m.linear_head:
+        if d.protocol != "closed_set":
+            raise ConfigError(
+                f"model.linear_head classifies a fixed set of classes and cannot score unseen "
+                f"ones: it needs data.protocol='closed_set', not {d.protocol!r} (xclip Table 8)")
+        if m.linear_head_classes != d.num_classes:
+            raise ConfigError(f"model.linear_head_classes={m.linear_head_classes} must equal "
+                              f"data.num_classes={d.num_classes}")
+        textual = (ctx.on("text_refiner") + ["prompt_ensemble"] * m.prompt_ensemble
+                   + ["train_text"] * m.train_text + ctx.on("prompts"))
+        if textual:
+            raise ConfigError(f"model.linear_head has no text branch, so model.{textual[0]} "
+                              "has nothing to act on; turn one off")
+    if spec is None:
+        return
+    if m.cct:
+        try:
+            parse_block_spec(m.cct_blocks, spec.depth)
+        except ValueError as err:
+            raise ConfigError(f"model.cct_blocks: {err}") from None
+        if m.cct_heads and spec.width % m.cct_heads:
+            raise ConfigError(f"model.cct_heads={m.cct_heads} must divide the ViT width "
+                              f"{spec.width} of model.backbone={m.backbone!r}")
+    for toggle, heads in (("mit", "mit_heads"), ("video_prompt", "vprompt_heads")):
+        h = getattr(m, heads)
+        if getattr(m, toggle) and h and spec.embed_dim % h:
+            raise ConfigError(f"model.{heads}={h} must divide the embedding width "
+                              f"{spec.embed_dim} of model.backbone={m.backbone!r}")
+    if m.learnable_ctx and not ctx_fits(m.learnable_ctx_length, spec.context_length):
+        raise ConfigError(
+            f"model.learnable_ctx_length={m.learnable_ctx_length} leaves no room for the "
+            f"class name in the text context ({spec.context_length} tokens) of "
+            f"model.backbone={m.backbone!r}")
+
+
+def build(cfg: XCLIPKnobs, parts: Parts) -> None:
+    """CCT message hooks, MIT refiner, video-specific prompt text refiner; the Table 8 linear
+    head and the Table 9 prompt ensemble / learnable context."""
+    if cfg.cct:
+        heads = cfg.cct_heads or parts.heads
+        for i in parse_block_spec(cfg.cct_blocks, parts.depth):
+            parts.hook(i, "message", CrossFrameMessage(parts.width, heads))
+    if cfg.mit:
+        parts.refiners.append(
+            MultiFrameIntegration(parts.dim, parts.num_frames, cfg.mit_depth, cfg.mit_heads))
+    if cfg.video_prompt:
+        parts.needs_patches = True
+        parts.text_refiners.append(
+            VideoSpecificPrompt(parts.dim, cfg.vprompt_layers, cfg.vprompt_heads,
+                                cfg.vprompt_alpha))
+    if cfg.linear_head:
+        parts.set_head(LinearHead(parts.dim, cfg.linear_head_classes), "model.linear_head")
+    if cfg.prompt_ensemble:
+        parts.templates = list(ENSEMBLE_TEMPLATES)
+    if cfg.learnable_ctx:
+        length, phrase = cfg.learnable_ctx_length, cfg.learnable_ctx_init
+        parts.set_prompts(lambda text: LearnableContext(text, length, phrase),
+                          "model.learnable_ctx")
+
+
+PAPER = Paper(
+    name="xclip", knobs=XCLIPKnobs, build=build, validate=validate,
+    claims={"cct": ("tower", "block_messages"), "mit": "refiner",
+            "video_prompt": ("text_refiner", "per_video_text"), "linear_head": "head",
+            "learnable_ctx": "prompts"},
+    temporal={"mit (xclip)": {"mit": True}, "cct + mit (xclip)": {"cct": True, "mit": True}},
+    attention={"cct": True, "mit": True, "video_prompt": True},
+    # CCT's fusion attention in every block, MIT's layer, the prompt generator's 2 layers
+    attention_calls=lambda spec: spec.depth + 1 + 2,
+    attention_types=(CrossAttention,),
+)
