@@ -28,6 +28,43 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+class TinyModels:
+    """Builds vidablate-tiny VideoCLIPs from model toggles (``ModelConfig`` fields).
+
+    ``tiny_model(**toggles)`` returns a fresh model built after ``torch.manual_seed(seed)``
+    (default 0): safe to mutate. ``tiny_model.shared(**toggles)`` returns one built once per
+    session and configuration with seed 0, put in training (or, ``train=False``, eval) mode and
+    with its gradients cleared on every call; tests must not change its weights."""
+
+    def __init__(self) -> None:
+        self._shared: dict[str, object] = {}
+
+    def __call__(self, seed: int = 0, num_frames: int = 4, **toggles):
+        import torch
+
+        from vidablate.config import model_config_class
+        from vidablate.model import build_model
+
+        torch.manual_seed(seed)
+        return build_model(model_config_class()(**toggles), num_frames=num_frames)
+
+    def shared(self, num_frames: int = 4, train: bool = True, **toggles):
+        from vidablate.config import model_config_class
+
+        key = repr((num_frames, model_config_class()(**toggles)))
+        if key not in self._shared:
+            self._shared[key] = self(num_frames=num_frames, **toggles)
+        model = self._shared[key].train(train)
+        model.zero_grad(set_to_none=True)
+        return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> TinyModels:
+    """The one tiny-model builder of the test suite (see ``TinyModels``)."""
+    return TinyModels()
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A private local Ray cluster with 2 CPUs for this test session."""

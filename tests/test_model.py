@@ -10,31 +10,11 @@ import torch
 import torch.nn.functional as F
 
 # isort: split
-from vidablate.config import ModelConfig
-from vidablate.model import VideoCLIP, build_model
+from vidablate.model import VideoCLIP
 from vidablate.modules.isclip import SIRMRefiner, feature_distillation_loss
 
 B, N, L = 2, 4, 64
 CLASSES = ["cat", "dog", "red square moving left"]
-
-
-def _build(seed: int = 0, num_frames: int = N, **overrides) -> VideoCLIP:
-    """A freshly built model (safe to mutate)."""
-    torch.manual_seed(seed)
-    return build_model(ModelConfig(**overrides), num_frames=num_frames)
-
-
-_SHARED: dict[str, VideoCLIP] = {}
-
-
-def _shared(**overrides) -> VideoCLIP:
-    """A model built once per module with seed 0; tests must not mutate it."""
-    key = repr(ModelConfig(**overrides))
-    if key not in _SHARED:
-        _SHARED[key] = _build(**overrides)
-    model = _SHARED[key]
-    assert model.training  # a test left it in eval mode
-    return model
 
 
 def _inputs(seed: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,8 +29,8 @@ def _other_imu(seed: int = 8) -> torch.Tensor:
 # --------------------------------------------------------------------------- baseline
 
 
-def test_baseline_is_exact_mean_of_frame_features():
-    model = _shared()
+def test_baseline_is_exact_mean_of_frame_features(tiny_model):
+    model = tiny_model.shared()
     video, imu = _inputs()
     out = model.encode_video(video)
     vis = model.frame_encoder(video)
@@ -65,8 +45,8 @@ def test_baseline_is_exact_mean_of_frame_features():
     assert torch.equal(model.encode_video(video, imu).video, out.video)
 
 
-def test_baseline_is_invariant_to_frame_order():
-    model = _shared()
+def test_baseline_is_invariant_to_frame_order(tiny_model):
+    model = tiny_model.shared()
     video, _ = _inputs()
     perm = torch.tensor([2, 0, 3, 1])
     a = model.encode_video(video).video
@@ -78,9 +58,9 @@ def test_baseline_is_invariant_to_frame_order():
 
 
 @pytest.mark.parametrize(("sirm", "sgam"), [(True, False), (False, True), (True, True)])
-def test_imu_modules_change_the_embedding(sirm, sgam):
-    baseline = _shared()
-    model = _shared(sirm=sirm, sgam=sgam)
+def test_imu_modules_change_the_embedding(tiny_model, sirm, sgam):
+    baseline = tiny_model.shared()
+    model = tiny_model.shared(sirm=sirm, sgam=sgam)
     video, imu = _inputs()
     out = model.encode_video(video, imu)
     base = baseline.encode_video(video)
@@ -93,8 +73,8 @@ def test_imu_modules_change_the_embedding(sirm, sgam):
     assert (out.frame_weights is not None) == sgam
 
 
-def test_sgam_ties_weights_to_frame_positions():
-    model = _shared(sgam=True)
+def test_sgam_ties_weights_to_frame_positions(tiny_model):
+    model = tiny_model.shared(sgam=True)
     video, imu = _inputs()
     perm = torch.tensor([3, 2, 1, 0])
     a = model.encode_video(video, imu)
@@ -106,9 +86,9 @@ def test_sgam_ties_weights_to_frame_positions():
     torch.testing.assert_close(a.video, expected)
 
 
-def test_sirm_alone_keeps_frame_order_invariance():
+def test_sirm_alone_keeps_frame_order_invariance(tiny_model):
     # SIRM attends over frames as an unordered set and mean pooling follows
-    model = _shared(sirm=True)
+    model = tiny_model.shared(sirm=True)
     video, imu = _inputs()
     perm = torch.tensor([1, 3, 0, 2])
     a = model.encode_video(video, imu).video
@@ -116,16 +96,16 @@ def test_sirm_alone_keeps_frame_order_invariance():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_imu_model_without_imu_input_raises():
-    model = _shared(sirm=True)
+def test_imu_model_without_imu_input_raises(tiny_model):
+    model = tiny_model.shared(sirm=True)
     video, _ = _inputs()
     with pytest.raises(ValueError, match="imu"):
         model.encode_video(video)
 
 
 @pytest.mark.parametrize(("sirm", "sgam"), list(itertools.product([False, True], repeat=2)))
-def test_toggles_build_exactly_the_expected_modules(sirm, sgam):
-    model = _shared(sirm=sirm, sgam=sgam)
+def test_toggles_build_exactly_the_expected_modules(tiny_model, sirm, sgam):
+    model = tiny_model.shared(sirm=sirm, sgam=sgam)
     assert (model.sirm is not None) == sirm
     assert (model.sgam is not None) == sgam
     assert (model.imu is not None) == (sirm or sgam)
@@ -135,8 +115,8 @@ def test_toggles_build_exactly_the_expected_modules(sirm, sgam):
         assert model.imu.sensors == ("acc", "gyro")
 
 
-def test_module_knobs_reach_the_modules():
-    model = _build(sirm=True, sgam=True, sirm_heads=4, sgam_hidden=24, imu_width=16,
+def test_module_knobs_reach_the_modules(tiny_model):
+    model = tiny_model(sirm=True, sgam=True, sirm_heads=4, sgam_hidden=24, imu_width=16,
                    stft_n_fft=16, stft_hop=4, stft_window="rect")
     assert model.sirm.attn.num_heads == 4
     assert model.sgam.mlp[0].out_features == 24
@@ -147,8 +127,8 @@ def test_module_knobs_reach_the_modules():
 
 @pytest.mark.parametrize(("acc", "gyro", "sensors"),
                          [(False, True, ("gyro",)), (True, False, ("acc",))])
-def test_single_sensor_branch(acc, gyro, sensors):
-    model = _shared(sgam=True, imu_acc=acc, imu_gyro=gyro)
+def test_single_sensor_branch(tiny_model, acc, gyro, sensors):
+    model = tiny_model.shared(sgam=True, imu_acc=acc, imu_gyro=gyro)
     assert model.imu.sensors == sensors
     assert model.imu.fuse.in_features == model.frame_encoder.embed_dim
     video, imu = _inputs()
@@ -159,9 +139,9 @@ def test_single_sensor_branch(acc, gyro, sensors):
                        model.encode_video(video, imu).video)
 
 
-def test_videoclip_refuses_modules_without_imu_branch():
+def test_videoclip_refuses_modules_without_imu_branch(tiny_model):
     """SIRM composed without the IMU branch that fills f_IMU fails naming the IMU."""
-    model = _shared(sirm=True)
+    model = tiny_model.shared(sirm=True)
     bare = VideoCLIP(model.frame_encoder, model.text, torch.tensor(1.0),
                      refiners=[SIRMRefiner(model.sirm)])
     with pytest.raises(ValueError, match="IMU"):
@@ -175,8 +155,8 @@ def _ids(params) -> set[int]:
     return {id(p) for p in params}
 
 
-def test_param_groups_partition_the_trainable_parameters():
-    model = _shared(sirm=True, sgam=True)
+def test_param_groups_partition_the_trainable_parameters(tiny_model):
+    model = tiny_model.shared(sirm=True, sgam=True)
     groups = model.param_groups()
     visual, new = groups["clip_visual"], groups["new"]
     assert set(groups) == {"clip_visual", "new"}
@@ -201,8 +181,8 @@ def test_param_groups_partition_the_trainable_parameters():
     assert all(p.requires_grad for p in visual + new)
 
 
-def test_param_groups_baseline_has_no_new_params():
-    model = _shared()
+def test_param_groups_baseline_has_no_new_params(tiny_model):
+    model = tiny_model.shared()
     groups = model.param_groups()
     assert groups["new"] == []
     assert groups["clip_visual"]
@@ -211,8 +191,8 @@ def test_param_groups_baseline_has_no_new_params():
 # --------------------------------------------------------------------------- loss
 
 
-def test_loss_is_ce_plus_weighted_kd():
-    model = _build(sirm=True, sgam=True, distill_weight=0.5)
+def test_loss_is_ce_plus_weighted_kd(tiny_model):
+    model = tiny_model(sirm=True, sgam=True, distill_weight=0.5)
     video, imu = _inputs()
     target = torch.tensor([0, 2])
     logits, out = model(video, imu, CLASSES)
@@ -222,8 +202,8 @@ def test_loss_is_ce_plus_weighted_kd():
     torch.testing.assert_close(parts["loss"], parts["ce"] + 0.5 * parts["kd"])
 
 
-def test_loss_label_smoothing_is_passed_through():
-    model = _shared()
+def test_loss_label_smoothing_is_passed_through(tiny_model):
+    model = tiny_model.shared()
     video, _ = _inputs()
     target = torch.tensor([1, 0])
     logits, out = model(video, None, CLASSES)
@@ -232,8 +212,8 @@ def test_loss_label_smoothing_is_passed_through():
                                F.cross_entropy(logits, target, label_smoothing=0.2))
 
 
-def test_no_distill_means_no_teacher_and_no_kd():
-    model = _build(sgam=True, distill=False)
+def test_no_distill_means_no_teacher_and_no_kd(tiny_model):
+    model = tiny_model(sgam=True, distill=False)
     assert model.frame_encoder.teacher is None
     video, imu = _inputs()
     target = torch.tensor([0, 1])
@@ -244,8 +224,8 @@ def test_no_distill_means_no_teacher_and_no_kd():
     assert torch.equal(parts["loss"], parts["ce"])
 
 
-def test_one_backward_reaches_every_trainable_parameter():
-    model = _build(sirm=True, sgam=True)
+def test_one_backward_reaches_every_trainable_parameter(tiny_model):
+    model = tiny_model(sirm=True, sgam=True)
     video, imu = _inputs()
     logits, out = model(video, imu, CLASSES)
     model.loss(logits, out, torch.tensor([0, 2]))["loss"].backward()
@@ -257,8 +237,8 @@ def test_one_backward_reaches_every_trainable_parameter():
     assert all(p.grad is None for p in model.frame_encoder.teacher.parameters())
 
 
-def test_logits_are_scaled_cosines_against_class_texts():
-    model = _shared()
+def test_logits_are_scaled_cosines_against_class_texts(tiny_model):
+    model = tiny_model.shared()
     video, _ = _inputs()
     logits, out = model(video, None, CLASSES)
     assert logits.shape == (B, len(CLASSES))
@@ -271,8 +251,8 @@ def test_logits_are_scaled_cosines_against_class_texts():
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_encode_video_same_with_and_without_grad(train):
-    model = _build(sirm=True, sgam=True)
+def test_encode_video_same_with_and_without_grad(tiny_model, train):
+    model = tiny_model(sirm=True, sgam=True)
     model.train(train)
     video, imu = _inputs()
     with_grad = model.encode_video(video, imu)

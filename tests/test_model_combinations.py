@@ -9,6 +9,7 @@ import torch
 
 from vidablate.config import ConfigError, ExperimentConfig, ModelConfig
 from vidablate.model import build_model
+from vidablate.modules import registry
 
 B, T = 2, 8
 NAMES = ["red square moving left", "red square moving right", "green circle growing"]
@@ -34,16 +35,9 @@ def _video_logits(model, video, imu):
     return logits, out
 
 
-# Modules that model time must see frame order; the frame mean must not (DESIGN §4).
-TEMPORAL = {
-    "mit (xclip)": {"mit": True},
-    "cct + mit (xclip)": {"cct": True, "mit": True},
-    "mmb (motionprompt)": {"mmb": True},
-    "pta (omniclip)": {"pta": True, "pta_zero_up": False},
-    "stca mcm (stdd)": {"stca": True, "wsm": False},
-    "stca wsm+mcm (stdd)": {"stca": True},
-    "sgam (isclip)": {"sgam": True},
-}
+# Modules that model time must see frame order; the frame mean must not (DESIGN §4). Each
+# paper names its temporal toggles in the registry (``Paper.temporal``).
+TEMPORAL = {label: toggles for p in registry.papers() for label, toggles in p.temporal.items()}
 
 
 def test_frame_mean_baseline_ignores_frame_order():

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 # isort: split
 from vidablate.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
-from vidablate.model import MeanPool, StageContext, TemplatePrompts, VideoCLIP, build_model
+from vidablate.model import MeanPool, StageContext, TemplatePrompts
 from vidablate.modules.motionprompt import (
     TABLE1_PHRASES,
     MCBStage,
@@ -32,20 +32,6 @@ B, T = 2, 4  # clips and frames for model-level tests (tiny backbone: D = 64)
 CLASSES = ["red square moving left", "blue circle growing", "cat"]
 
 
-def _build(seed: int = 0, num_frames: int = T, **overrides) -> VideoCLIP:
-    torch.manual_seed(seed)
-    return build_model(ModelConfig(**overrides), num_frames=num_frames)
-
-
-_SHARED: dict[str, VideoCLIP] = {}
-
-
-def _shared(**overrides) -> VideoCLIP:
-    """A model built once per test module (seed 0, T frames); tests must not mutate it."""
-    key = repr(ModelConfig(**overrides))
-    if key not in _SHARED:
-        _SHARED[key] = _build(**overrides)
-    return _SHARED[key]
 
 
 def _video(seed: int = 7, frames: int = T) -> torch.Tensor:
@@ -235,8 +221,8 @@ def test_map_init_phrase_follows_table1():
 
 
 @pytest.mark.parametrize("length", [3, 4, 5])
-def test_map_context_starts_at_the_phrase_embeddings(length):
-    model = _shared(map=True, map_length=length)
+def test_map_context_starts_at_the_phrase_embeddings(tiny_model, length):
+    model = tiny_model.shared(map=True, map_length=length)
     prompts = model.prompts
     assert isinstance(prompts, MotionAwarePrompts)
     assert prompts.context.shape == (length, model.text.width)
@@ -244,25 +230,25 @@ def test_map_context_starts_at_the_phrase_embeddings(length):
     assert torch.equal(prompts.context.detach(), expected)
 
 
-def test_map_random_init_when_no_table1_phrase():
-    model = _shared(map=True, map_length=2)
+def test_map_random_init_when_no_table1_phrase(tiny_model):
+    model = tiny_model.shared(map=True, map_length=2)
     ctx = model.prompts.context.detach()
     assert ctx.shape == (2, model.text.width)
     assert 0.005 < ctx.std().item() < 0.05  # N(0, 0.02), CoOp
 
 
-def test_map_explicit_phrase_and_too_short_phrase():
-    model = _shared(map=True, map_length=5, map_init="the common human action of")
+def test_map_explicit_phrase_and_too_short_phrase(tiny_model):
+    model = tiny_model.shared(map=True, map_length=5, map_init="the common human action of")
     expected = model.text.context_init("the common human action of", 5)
     assert torch.equal(model.prompts.context.detach(), expected)
     with pytest.raises(ValueError, match="fewer than H=5"):
         MotionAwarePrompts(model.text, 5, "human action of", motion_dim=64)
 
 
-def test_map_zero_init_equals_the_hand_crafted_prompt():
+def test_map_zero_init_equals_the_hand_crafted_prompt(tiny_model):
     # with the adapter's last layer zeroed, MAP(H=5) starts exactly as hand-crafted prompt C
-    model = _shared(map=True, map_length=5, map_zero_init=True)
-    hand = _shared(prompt_template="a common human action of {}.")
+    model = tiny_model.shared(map=True, map_length=5, map_zero_init=True)
+    hand = tiny_model.shared(prompt_template="a common human action of {}.")
     video = _video()
     out = model.encode_video(video)
     text = model.encode_text(CLASSES, out.ctx)
@@ -272,8 +258,8 @@ def test_map_zero_init_equals_the_hand_crafted_prompt():
         torch.testing.assert_close(text[b], reference, rtol=1e-4, atol=1e-5)
 
 
-def test_map_adds_the_adapter_output_to_every_vector():
-    model = _shared(map=True, map_length=4, map_activation="gelu", map_hidden=8)
+def test_map_adds_the_adapter_output_to_every_vector(tiny_model):
+    model = tiny_model.shared(map=True, map_length=4, map_activation="gelu", map_hidden=8)
     prompts = model.prompts
     net = prompts.adapter.net
     assert isinstance(net[1], torch.nn.GELU) and net[0].out_features == 8
@@ -283,16 +269,16 @@ def test_map_adds_the_adapter_output_to_every_vector():
     torch.testing.assert_close(prompts.context_vectors(cue), expected)
 
 
-def test_map_default_adapter_squeezes_to_d_over_16():
-    model = _shared(map=True)
+def test_map_default_adapter_squeezes_to_d_over_16(tiny_model):
+    model = tiny_model.shared(map=True)
     net = model.prompts.adapter.net
     assert net[0].in_features == 64 and net[0].out_features == 64 // 16
     assert isinstance(net[1], torch.nn.ReLU)
     assert net[2].out_features == model.text.width
 
 
-def test_map_text_depends_on_the_motion_cue():
-    model = _shared(map=True)
+def test_map_text_depends_on_the_motion_cue(tiny_model):
+    model = tiny_model.shared(map=True)
     frames = torch.randn(B, T, 64)
     a = model.prompts(CLASSES, StageContext(frames=frames, motion=torch.randn(B, 64)))
     b = model.prompts(CLASSES, StageContext(frames=frames, motion=torch.randn(B, 64)))
@@ -301,13 +287,13 @@ def test_map_text_depends_on_the_motion_cue():
     assert not torch.allclose(a, b, atol=1e-4)
 
 
-def test_map_uses_mmb_cue_and_falls_back_to_frame_differences():
-    with_mmb = _shared(map=True, mmb=True)
+def test_map_uses_mmb_cue_and_falls_back_to_frame_differences(tiny_model):
+    with_mmb = tiny_model.shared(map=True, mmb=True)
     out = with_mmb.encode_video(_video())
     assert out.ctx.motion is not None
     assert with_mmb.prompts.motion_cue(out.ctx) is out.ctx.motion
 
-    alone = _shared(map=True, mmb_step=2)
+    alone = tiny_model.shared(map=True, mmb_step=2)
     out = alone.encode_video(_video())
     assert out.ctx.motion is None
     expected = frame_differences(out.ctx.frames, 2).mean(dim=1)
@@ -381,9 +367,9 @@ def test_mcb_stage_frames_mode_reads_ctx_frames():
 # --------------------------------------------------------------------------- wiring in VideoCLIP
 
 
-def test_toggles_off_is_exactly_the_baseline():
-    base = _shared()
-    off = _shared(mmb=False, map=False, mcb=False, mmb_step=2, mmb_heads=2, map_length=3,
+def test_toggles_off_is_exactly_the_baseline(tiny_model):
+    base = tiny_model.shared()
+    off = tiny_model.shared(mmb=False, map=False, mcb=False, mmb_step=2, mmb_heads=2, map_length=3,
                  map_init="a popular human action of", mcb_heads=4, mcb_video="frames")
     assert isinstance(off.pool, MeanPool) and isinstance(off.prompts, TemplatePrompts)
     assert off.cross_modal is None and off.param_groups()["new"] == []
@@ -395,8 +381,8 @@ def test_toggles_off_is_exactly_the_baseline():
 
 
 @pytest.mark.parametrize(("mmb", "map_", "mcb"), list(itertools.product([False, True], repeat=3)))
-def test_toggles_build_their_stages(mmb, map_, mcb):
-    model = _shared(mmb=mmb, map=map_, mcb=mcb)
+def test_toggles_build_their_stages(tiny_model, mmb, map_, mcb):
+    model = tiny_model.shared(mmb=mmb, map=map_, mcb=mcb)
     assert isinstance(model.pool, MMBPool if mmb else MeanPool)
     assert isinstance(model.prompts, MotionAwarePrompts if map_ else TemplatePrompts)
     assert isinstance(model.cross_modal, MCBStage) == mcb
@@ -406,8 +392,8 @@ def test_toggles_build_their_stages(mmb, map_, mcb):
 
 
 @pytest.mark.parametrize("mcb_video", ["pooled", "frames"])
-def test_one_backward_reaches_every_new_parameter(mcb_video):
-    model = _build(mmb=True, map=True, mcb=True, mcb_video=mcb_video, mmb_pos_emb=True,
+def test_one_backward_reaches_every_new_parameter(tiny_model, mcb_video):
+    model = tiny_model(mmb=True, map=True, mcb=True, mcb_video=mcb_video, mmb_pos_emb=True,
                    trainable_blocks=0, train_visual_proj=False, distill=False)
     logits, out = model(_video(), None, CLASSES)
     model.loss(logits, out, torch.tensor([0, 2]))["loss"].backward()
@@ -426,9 +412,9 @@ def test_one_backward_reaches_every_new_parameter(mcb_video):
     assert model.prompts.context.grad.abs().sum() > 0
 
 
-def test_eval_without_grad_matches_training_forward():
+def test_eval_without_grad_matches_training_forward(tiny_model):
     # nn.TransformerEncoderLayer takes a fused fast path in eval/no-grad; dropout is 0
-    model = _build(mmb=True, map=True, mcb=True, mcb_video="frames")
+    model = tiny_model(mmb=True, map=True, mcb=True, mcb_video="frames")
     video = _video()
     train_logits = model(video, None, CLASSES)[0]
     model.eval()
@@ -437,8 +423,8 @@ def test_eval_without_grad_matches_training_forward():
     torch.testing.assert_close(eval_logits, train_logits.detach(), rtol=1e-4, atol=1e-4)
 
 
-def test_baseline_is_spatial_only_and_not_temporal():
-    model = _shared(mmb=True, mmb_spatial_only=True)
+def test_baseline_is_spatial_only_and_not_temporal(tiny_model):
+    model = tiny_model.shared(mmb=True, mmb_spatial_only=True)
     assert model.pool.mmb.motion is None
     video = _video()
     out = model.encode_video(video)
@@ -448,37 +434,37 @@ def test_baseline_is_spatial_only_and_not_temporal():
                                rtol=1e-5, atol=1e-5)
 
 
-def test_time_reversal():
+def test_time_reversal(tiny_model):
     video = _video()
     rev = video.flip(1)
-    base = _shared()
+    base = tiny_model.shared()
     torch.testing.assert_close(base.encode_video(rev).video, base.encode_video(video).video,
                                rtol=1e-5, atol=1e-6)
 
-    mmb = _shared(mmb=True)
+    mmb = tiny_model.shared(mmb=True)
     assert not torch.allclose(mmb.encode_video(rev).video, mmb.encode_video(video).video,
                               atol=1e-4)
 
     # MAP alone: the pooled video is still the frame mean, the per-video prompts are not
-    map_only = _shared(map=True)
+    map_only = tiny_model.shared(map=True)
     a, out_a = map_only(video, None, CLASSES)
     b, out_b = map_only(rev, None, CLASSES)
     torch.testing.assert_close(out_a.video, out_b.video, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(a, b, atol=1e-4)
 
-    full = _shared(mmb=True, map=True, mcb=True)
+    full = tiny_model.shared(mmb=True, map=True, mcb=True)
     assert not torch.allclose(full(video, None, CLASSES)[0], full(rev, None, CLASSES)[0],
                               atol=1e-4)
 
     # MCB alone is not a temporal module: it sees the (order-free) mean or a set of frames
     for mode in ("pooled", "frames"):
-        mcb = _shared(mcb=True, mcb_video=mode)
+        mcb = tiny_model.shared(mcb=True, mcb_video=mode)
         torch.testing.assert_close(mcb(video, None, CLASSES)[0], mcb(rev, None, CLASSES)[0],
                                    rtol=1e-4, atol=1e-4)
 
 
-def test_knobs_reach_the_modules():
-    model = _build(num_frames=6, mmb=True, mmb_step=3, mmb_motion_layers=2, mmb_spatial_layers=3,
+def test_knobs_reach_the_modules(tiny_model):
+    model = tiny_model(num_frames=6, mmb=True, mmb_step=3, mmb_motion_layers=2, mmb_spatial_layers=3,
                    mmb_heads=4, mmb_mlp_ratio=2.0, mmb_dropout=0.1, mmb_norm_first=True,
                    mmb_pos_emb=True, map=True, map_length=3, map_hidden=12,
                    map_activation="tanh", mcb=True, mcb_heads=2, mcb_prenorm=False,
@@ -499,9 +485,9 @@ def test_knobs_reach_the_modules():
     assert isinstance(mcb.mcb.sma_q, torch.nn.Identity)
 
 
-def test_build_clamps_step_to_the_clip_length():
+def test_build_clamps_step_to_the_clip_length(tiny_model):
     # validation rejects s > T-1; a direct build with fewer frames clamps it
-    assert _build(num_frames=3, mmb=True, mmb_step=4).pool.mmb.step == 2
+    assert tiny_model(num_frames=3, mmb=True, mmb_step=4).pool.mmb.step == 2
 
 
 # --------------------------------------------------------------------------- config validation

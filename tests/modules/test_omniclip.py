@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 # isort: split
 from vidablate.config import ConfigError, ExperimentConfig, ModelConfig
-from vidablate.model import VideoCLIP, build_model
 from vidablate.modules.omniclip import (
     OmniTemporal,
     ParallelTemporalAdapter,
@@ -33,11 +32,6 @@ def _tokens(seed: int = 0, length: int = L, b: int = B, t: int = T) -> torch.Ten
 
 def _video(seed: int = 7) -> torch.Tensor:
     return torch.randn(2, T, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def _build(seed: int = 0, **overrides) -> VideoCLIP:
-    torch.manual_seed(seed)
-    return build_model(ModelConfig(**overrides), num_frames=T)
 
 
 def _randomise_(module: torch.nn.Module, seed: int = 3) -> None:
@@ -257,10 +251,10 @@ def test_pre_chain_runs_hooks_in_order():
 
 
 @torch.no_grad()
-def test_toggles_off_is_exactly_the_baseline():
+def test_toggles_off_is_exactly_the_baseline(tiny_model):
     video = _video()
-    base = _build().encode_video(video)
-    off = _build(pta_ratio=0.5, pta_blocks="1-3", pta_mode="cascade", spg_pool="max",
+    base = tiny_model().encode_video(video)
+    off = tiny_model(pta_ratio=0.5, pta_blocks="1-3", pta_mode="cascade", spg_pool="max",
                  spg_projector=False, omni_heads=4, omni_residual=False, omni_te_std=1.0)
     assert all(not b.hooked for b in off.frame_encoder.blocks)
     assert len(off.refiners) == 0
@@ -271,15 +265,15 @@ def test_toggles_off_is_exactly_the_baseline():
 
 @pytest.mark.parametrize("mode", ["parallel", "cascade", "attn_parallel"])
 @torch.no_grad()
-def test_pta_and_eq5_start_as_the_baseline(mode):
+def test_pta_and_eq5_start_as_the_baseline(tiny_model, mode):
     video = _video()
-    base = _build().encode_video(video).video
-    model = _build(pta=True, pta_mode=mode, omni_temporal=True, omni_te_std=0.0)
+    base = tiny_model().encode_video(video).video
+    model = tiny_model(pta=True, pta_mode=mode, omni_temporal=True, omni_te_std=0.0)
     torch.testing.assert_close(model.encode_video(video).video, base, rtol=1e-5, atol=1e-6)
 
 
-def test_hooks_follow_pta_blocks_mode_and_spg():
-    model = _build(pta=True, pta_blocks="4-9", pta_mode="attn_parallel", spg=True,
+def test_hooks_follow_pta_blocks_mode_and_spg(tiny_model):
+    model = tiny_model(pta=True, pta_blocks="4-9", pta_mode="attn_parallel", spg=True,
                    omni_te=False)
     blocks = model.frame_encoder.blocks
     assert model.frame_encoder.split == 0  # SPG hooks block 0: no frozen prefix
@@ -287,17 +281,17 @@ def test_hooks_follow_pta_blocks_mode_and_spg():
     assert [b.adapter is not None for b in blocks] == [False, True, True, False]
     assert {b.adapter_mode for b in blocks if b.adapter is not None} == {"attn_parallel"}
     assert blocks[1].adapter.hidden == 16 and blocks[1].adapter.attn.num_heads == 4
-    per_layer = _build(spg=True, spg_per_layer=True).frame_encoder.blocks
+    per_layer = tiny_model(spg=True, spg_per_layer=True).frame_encoder.blocks
     assert isinstance(per_layer[0].pre, PreChain)  # TE then SPG
     assert all(b.pre.replace for b in per_layer[1:])
     assert len(model.refiners) == 0
 
 
 @torch.no_grad()
-def test_spg_changes_the_output_and_prompts_stay_out_of_the_frame_feature():
+def test_spg_changes_the_output_and_prompts_stay_out_of_the_frame_feature(tiny_model):
     video = _video()
-    base = _build().encode_video(video)
-    model = _build(spg=True, omni_te=False)
+    base = tiny_model().encode_video(video)
+    model = tiny_model(spg=True, omni_te=False)
     tokens = model.frame_encoder.prefix(video.flatten(0, 1))
     x = tokens
     for block in model.frame_encoder.blocks:
@@ -306,36 +300,36 @@ def test_spg_changes_the_output_and_prompts_stay_out_of_the_frame_feature():
     out = model.encode_video(video)
     assert out.frames.shape == base.frames.shape
     assert not torch.allclose(out.video, base.video)
-    per_layer = _build(spg=True, spg_per_layer=True, omni_te=False).encode_video(video)
+    per_layer = tiny_model(spg=True, spg_per_layer=True, omni_te=False).encode_video(video)
     assert not torch.allclose(per_layer.video, out.video)
 
 
 @torch.no_grad()
-def test_time_reversal_baseline_invariant_omniclip_not():
+def test_time_reversal_baseline_invariant_omniclip_not(tiny_model):
     video = _video()
-    base = _build()
+    base = tiny_model()
     torch.testing.assert_close(base.encode_video(video.flip(1)).video,
                                base.encode_video(video).video, rtol=1e-5, atol=1e-6)
     for kw in (dict(pta=True, pta_zero_up=False), dict(omni_temporal=True), dict(spg=True), FULL):
-        model = _build(**kw)
+        model = tiny_model(**kw)
         a = model.encode_video(video).video
         b = model.encode_video(video.flip(1)).video
         assert not torch.allclose(a, b, rtol=1e-4, atol=1e-5), kw
 
 
 @torch.no_grad()
-def test_without_te_omniclip_cannot_tell_the_order():
+def test_without_te_omniclip_cannot_tell_the_order(tiny_model):
     # PTA's attention and the Eq. 5 MHA have no positions and the pool averages, so Eq. 1's TE
     # is what carries the frame order.
     video = _video()
-    model = _build(**FULL, pta_zero_up=False, omni_te=False)
+    model = tiny_model(**FULL, pta_zero_up=False, omni_te=False)
     _randomise_(model)
     torch.testing.assert_close(model.encode_video(video.flip(1)).video,
                                model.encode_video(video).video, rtol=1e-4, atol=1e-5)
 
 
-def test_gradients_reach_every_new_parameter():
-    model = _build(**FULL, spg_per_layer=True, pta_zero_up=False)
+def test_gradients_reach_every_new_parameter(tiny_model):
+    model = tiny_model(**FULL, spg_per_layer=True, pta_zero_up=False)
     _randomise_(model)
     new = model.param_groups()["new"]
     names = {id(p): n for n, p in model.named_parameters()}
@@ -347,8 +341,8 @@ def test_gradients_reach_every_new_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, names[id(p)]
 
 
-def test_default_init_gets_gradient_where_learning_starts():
-    model = _build(**FULL)
+def test_default_init_gets_gradient_where_learning_starts(tiny_model):
+    model = tiny_model(**FULL)
     logits, out = model(_video(), None, ["a", "b", "c"])
     model.loss(logits, out, torch.tensor([0, 2]))["loss"].backward()
     blocks = model.frame_encoder.blocks

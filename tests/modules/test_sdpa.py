@@ -20,23 +20,27 @@ from torch import nn
 
 from vidablate.config import ExperimentConfig
 from vidablate.model import build_model
-from vidablate.modules.xclip import CrossAttention
+from vidablate.modules import registry
+from vidablate.specs import vision_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 B, T = 2, 8
 NAMES = ["red square moving left", "red square moving right", "green circle growing"]
 
-EVERY_ATTENTION = {"cct": True, "stca": True, "pta": True, "spg": True, "pta_zero_up": False,
-                   "sirm": True, "mit": True, "omni_temporal": True, "mmb": True, "map": True,
-                   "mcb": True, "video_prompt": True}
-"""Every module that attends, on vidablate-tiny (4 blocks, last 2 trainable, distillation on)."""
+PAPERS = registry.papers()
+SPEC = vision_spec("vidablate-tiny")
+EVERY_ATTENTION = {k: v for p in PAPERS for k, v in p.attention.items()}
+"""Every module that attends, of every registered paper (each paper's ``attention`` facts), on
+vidablate-tiny (4 blocks, last 2 trainable, distillation on)."""
 
-EXPECTED_CALLS = 4 * (3 + 1 + 1) + 4 + 5 + 2 + 2 + 2
-"""Attention calls of one training forward of EVERY_ATTENTION:
-4 visual blocks x (STCA: spatial + scales 1 and 2, CCT message attention, PTA) + the frozen
-distillation teacher's 4 blocks + SIRM, MIT, OmniCLIP temporal MHA and MMB's two streams
-+ the 2 text layers MAP re-runs per video + 2 video-prompt layers + MCB's SMA and SAA."""
+EXPECTED_CALLS = SPEC.depth + SPEC.depth + sum(p.attention_calls(SPEC) for p in PAPERS)
+"""Attention calls of one training forward of EVERY_ATTENTION: the visual tower's blocks, the
+frozen distillation teacher's blocks (block 1 is hooked, so the teacher runs all of them), and
+what each paper says its modules add (``Paper.attention_calls``: e.g. STCA's two extra passes
+per block, CCT's and PTA's attention per block, SIRM, MIT, MMB's two streams, the text tower
+MAP re-runs per video, the video prompt's layers, MCB's SMA and SAA)."""
+ATTENTION_TYPES = (nn.MultiheadAttention, *(t for p in PAPERS for t in p.attention_types))
 
 
 class _Counter:
@@ -91,7 +95,7 @@ def _count_attention_modules(model: nn.Module, count: _Counter) -> None:
         count.modules += 1
 
     for m in model.modules():
-        if isinstance(m, (nn.MultiheadAttention, CrossAttention)):
+        if isinstance(m, ATTENTION_TYPES):
             m.register_forward_pre_hook(hook)
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from vidablate.backbone import VideoBlock
 from vidablate.config import ConfigError, ExperimentConfig, ModelConfig
 from vidablate.data.synthetic import class_names
-from vidablate.model import VideoCLIP, build_model
+from vidablate.model import build_model
 from vidablate.modules.stdd import (
     DEFAULT_PROMPT_FILE,
     FramePromptAlignment,
@@ -37,19 +37,6 @@ NAMES = ["red square moving left", "red square moving right", "green circle movi
 
 def _video(seed: int = 7, frames: int = T) -> torch.Tensor:
     return torch.randn(B, frames, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
-_SHARED: dict[str, VideoCLIP] = {}
-
-
-def _model(**overrides) -> VideoCLIP:
-    """Built once per configuration with seed 0 (same CLIP weights for every configuration),
-    in eval mode; tests must not mutate it."""
-    key = repr(sorted(overrides.items()))
-    if key not in _SHARED:
-        torch.manual_seed(0)
-        _SHARED[key] = build_model(ModelConfig(**overrides), num_frames=T).eval()
-    return _SHARED[key]
 
 
 def _block(width: int = 32, heads: int = 4, seed: int = 0) -> torch.nn.Module:
@@ -279,9 +266,9 @@ def test_stca_variants_change_the_output_and_keep_extra_tokens():
         assert not torch.allclose(outs[name], outs["default"])
 
 
-def test_stca_has_no_parameters_and_the_model_none_new():
+def test_stca_has_no_parameters_and_the_model_none_new(tiny_model):
     assert list(SpaceTimeCrossAttention().parameters()) == []
-    base, stca = _model(distill=False), _model(stca=True, distill=False)  # teacher sizes differ
+    base, stca = tiny_model.shared(train=False, distill=False), tiny_model.shared(train=False, stca=True, distill=False)  # teacher sizes differ
     assert sum(p.numel() for p in stca.parameters()) == sum(p.numel() for p in base.parameters())
     assert stca.param_groups()["new"] == []
 
@@ -289,9 +276,9 @@ def test_stca_has_no_parameters_and_the_model_none_new():
 # --------------------------------------------------------------------------- model level
 
 
-def test_toggles_off_give_exactly_the_baseline():
-    base = _model()
-    off = _model(stca=False, st_aug=False, align=False, wsm=False, mcm_mode="separate",
+def test_toggles_off_give_exactly_the_baseline(tiny_model):
+    base = tiny_model.shared(train=False)
+    off = tiny_model.shared(train=False, stca=False, st_aug=False, align=False, wsm=False, mcm_mode="separate",
                  mcm_gamma=0.25, align_prompt_sets="spatial", stdd_prompt_len=3)
     video = _video()
     a, b = base.encode_video(video), off.encode_video(video)
@@ -299,19 +286,19 @@ def test_toggles_off_give_exactly_the_baseline():
     assert torch.equal(base.logits_of(a, NAMES), off.logits_of(b, NAMES))
 
 
-def test_stca_without_wsm_and_mcm_equals_the_baseline():
+def test_stca_without_wsm_and_mcm_equals_the_baseline(tiny_model):
     video = _video()
-    assert torch.equal(_model(stca=True, wsm=False, mcm=False).encode_video(video).video,
-                       _model().encode_video(video).video)
+    assert torch.equal(tiny_model.shared(train=False, stca=True, wsm=False, mcm=False).encode_video(video).video,
+                       tiny_model.shared(train=False).encode_video(video).video)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"wsm": False}, {"mcm_mode": "separate"}])
-def test_time_reversal_changes_stca_but_not_the_baseline(overrides):
+def test_time_reversal_changes_stca_but_not_the_baseline(tiny_model, overrides):
     video = _video()
-    base = _model()
+    base = tiny_model.shared(train=False)
     torch.testing.assert_close(base.encode_video(video.flip(1)).video,
                                base.encode_video(video).video, rtol=1e-5, atol=1e-5)
-    model = _model(stca=True, **overrides)
+    model = tiny_model.shared(train=False, stca=True, **overrides)
     fwd, rev = model.encode_video(video).video, model.encode_video(video.flip(1)).video
     assert not torch.allclose(fwd, rev, atol=1e-4)
 
@@ -355,8 +342,8 @@ def test_adaptation_modes_set_what_trains(mode):
             assert p.grad.abs().sum() > 0, name
 
 
-def test_prompt_adaptation_prompts_are_per_frame_tokens():
-    model = _model(stca=True, stdd_adaptation="prompt", stdd_prompt_len=3)
+def test_prompt_adaptation_prompts_are_per_frame_tokens(tiny_model):
+    model = tiny_model.shared(train=False, stca=True, stdd_adaptation="prompt", stdd_prompt_len=3)
     prompt = model.frame_encoder.blocks[0].message
     x = torch.randn(8, 17, 64)
     assert prompt(x, 4, (4, 4)).shape == (8, 3, 64)
@@ -400,20 +387,20 @@ def test_prompt_file_errors_name_the_file(tmp_path):
     assert load_prompt_sets(fmt) == {"cat": ["a video of cat.", "a cat."]}
 
 
-def test_prompt_sets_missing_class_error_names_file_and_class(tmp_path):
+def test_prompt_sets_missing_class_error_names_file_and_class(tiny_model, tmp_path):
     path = tmp_path / "few.json"
     path.write_text(json.dumps({NAMES[0]: ["a video of red square moving left."]}))
-    text = _model().text
+    text = tiny_model.shared(train=False).text
     module = PromptSets(text, load_prompt_sets(path), str(path))
     with pytest.raises(PromptFileError, match=r"few\.json.*red square moving right"):
         module(NAMES)
 
 
-def test_prompt_sets_features_and_padding(tmp_path):
+def test_prompt_sets_features_and_padding(tiny_model, tmp_path):
     path = tmp_path / "p.json"
     sets = {NAMES[0]: ["a red square.", "a video of {}."], NAMES[1]: ["a video of {}."]}
     path.write_text(json.dumps(sets))
-    text = _model().text
+    text = tiny_model.shared(train=False).text
     loaded = load_prompt_sets(path)
     per = PromptSets(text, loaded, str(path), per_prompt=True)(NAMES[:2])
     mean = PromptSets(text, loaded, str(path), per_prompt=False)(NAMES[:2])
@@ -474,18 +461,18 @@ def test_alignment_head_is_order_invariant_but_not_a_mean_pool():
     torch.testing.assert_close(head(None, text, ctx, torch.tensor(0.0)), logits)
 
 
-def test_full_model_logits_use_eq8_over_frames_and_prompts():
-    model = _model(stca=True, st_aug=True, align=True)
+def test_full_model_logits_use_eq8_over_frames_and_prompts(tiny_model):
+    model = tiny_model.shared(train=False, stca=True, st_aug=True, align=True)
     out = model.encode_video(_video())
     text = model.encode_text(NAMES, out.ctx)
     assert text.shape == (3, 5, 64)
     expected = model.logit_scale.exp() * alignment_scores(out.ctx.frames, text)
     torch.testing.assert_close(model.logits_of(out, NAMES), expected)
     # st_aug without align: one averaged feature per class through the cosine head
-    ens = _model(st_aug=True)
+    ens = tiny_model.shared(train=False, st_aug=True)
     assert ens.encode_text(NAMES, out.ctx).shape == (3, 64)
     # align without st_aug: the template, K = 1
-    one = _model(align=True)
+    one = tiny_model.shared(train=False, align=True)
     o = one.encode_video(_video())
     torch.testing.assert_close(
         one.logits_of(o, NAMES),

@@ -15,7 +15,7 @@ from torch import nn
 # isort: split
 from vidablate.backbone import VideoBlock
 from vidablate.config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
-from vidablate.model import StageContext, VideoCLIP, build_model
+from vidablate.model import StageContext
 from vidablate.modules.xclip import (
     ENSEMBLE_TEMPLATES,
     CrossFrameMessage,
@@ -33,22 +33,6 @@ XCLIP = {"cct": True, "mit": True, "video_prompt": True}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _build(seed: int = 0, **overrides) -> VideoCLIP:
-    torch.manual_seed(seed)
-    return build_model(ModelConfig(**overrides), num_frames=T)
-
-
-_SHARED: dict[str, VideoCLIP] = {}
-
-
-def _shared(**overrides) -> VideoCLIP:
-    """Built once per configuration with seed 0; tests must not mutate it."""
-    key = repr(sorted(overrides.items()))
-    if key not in _SHARED:
-        _SHARED[key] = _build(**overrides)
-    return _SHARED[key]
 
 
 def _video(seed: int = 7) -> torch.Tensor:
@@ -87,9 +71,9 @@ def test_parse_blocks_is_one_based():
 # --------------------------------------------------------------------------- CCT (Eq. 7-9)
 
 
-def test_cct_block_matches_equations_7_to_9():
+def test_cct_block_matches_equations_7_to_9(tiny_model):
     torch.manual_seed(0)
-    model = _shared(cct=True)
+    model = tiny_model.shared(cct=True)
     blk = model.frame_encoder.blocks[1].block
     msg = CrossFrameMessage(64, 4)
     wrapped = VideoBlock(blk, message=msg)
@@ -115,42 +99,42 @@ def test_message_comes_from_the_cls_token_only():
     assert torch.equal(msg(x, T, (4, 4)), msg(other, T, (4, 4)))
 
 
-def test_cct_hooks_every_block_by_default_and_knobs_select_blocks():
-    model = _shared(cct=True)
+def test_cct_hooks_every_block_by_default_and_knobs_select_blocks(tiny_model):
+    model = tiny_model.shared(cct=True)
     fe = model.frame_encoder
     assert fe.split == 0
     assert all(isinstance(b.message, CrossFrameMessage) for b in fe.blocks)
     assert len({id(b.message) for b in fe.blocks}) == 4  # one message module per block
     assert fe.blocks[0].message.attn.num_heads == 4  # default: the ViT's heads
 
-    some = _build(cct=True, cct_blocks="3,4", cct_heads=2)
+    some = tiny_model(cct=True, cct_blocks="3,4", cct_heads=2)
     fe = some.frame_encoder
     assert fe.split == 2  # blocks 1-2 (1-based) run as the frozen prefix
     assert [b.message is not None for b in fe.blocks] == [True, True]
     assert fe.blocks[0].message.attn.num_heads == 2
 
 
-def test_cct_exchanges_information_across_frames_within_a_clip_only():
+def test_cct_exchanges_information_across_frames_within_a_clip_only(tiny_model):
     video = _video()
     changed = video.clone()
     changed[0, 0] = torch.randn(3, 32, 32)  # only frame 0 of clip 0
     for cct in (False, True):
-        model = _shared(cct=cct)
+        model = tiny_model.shared(cct=cct)
         a = model.frame_encoder(video).frames
         b = model.frame_encoder(changed).frames
         assert torch.equal(a[1], b[1]), "clips must not talk to each other"
         assert torch.allclose(a[0, 1:], b[0, 1:], atol=1e-6) != cct
 
 
-def test_cct_alone_is_frame_order_equivariant():
+def test_cct_alone_is_frame_order_equivariant(tiny_model):
     # Eq. 7 has no temporal position encoding: reversing a clip reverses its frame features,
     # so CCT + mean pooling cannot tell a clip from its reversal (only MIT's e^temp can).
-    model = _shared(cct=True)
+    model = tiny_model.shared(cct=True)
     video = _video()
     out, rev = model.encode_video(video), model.encode_video(video.flip(1))
     torch.testing.assert_close(rev.frames, out.frames.flip(1), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(rev.video, out.video, rtol=1e-4, atol=1e-5)
-    base = _shared()
+    base = tiny_model.shared()
     assert not torch.allclose(out.frames, base.encode_video(video).frames, atol=1e-4)
 
 
@@ -173,8 +157,8 @@ def test_mit_matches_equation_6_with_residual():
         mit(torch.randn(B, T + 1, 64))
 
 
-def test_mit_is_a_refiner_before_the_mean_pool():
-    model = _shared(mit=True)
+def test_mit_is_a_refiner_before_the_mean_pool(tiny_model):
+    model = tiny_model.shared(mit=True)
     video = _video()
     out = model.encode_video(video)
     mit = model.refiners[0]
@@ -183,20 +167,20 @@ def test_mit_is_a_refiner_before_the_mean_pool():
     torch.testing.assert_close(out.video, out.ctx.frames.mean(dim=1))
 
 
-def test_time_reversal_baseline_invariant_mit_not():
+def test_time_reversal_baseline_invariant_mit_not(tiny_model):
     video = _video()
-    base = _shared()
+    base = tiny_model.shared()
     torch.testing.assert_close(base.encode_video(video.flip(1)).video,
                                base.encode_video(video).video, rtol=1e-5, atol=1e-6)
     for toggles in ({"mit": True}, XCLIP):
-        model = _shared(**toggles)
+        model = tiny_model.shared(**toggles)
         a = model.encode_video(video).video
         b = model.encode_video(video.flip(1)).video
         assert not torch.allclose(a, b, atol=1e-4), toggles
 
 
-def test_mit_with_sgam_pools_the_refined_frames():
-    model = _shared(mit=True, sgam=True)
+def test_mit_with_sgam_pools_the_refined_frames(tiny_model):
+    model = tiny_model.shared(mit=True, sgam=True)
     video = _video()
     imu = torch.randn(B, 6, 64, generator=torch.Generator().manual_seed(3))
     out = model.encode_video(video, imu)
@@ -254,8 +238,8 @@ def test_video_prompt_alpha_init_and_defaults():
     assert auto_heads(64) == 1 and auto_heads(768) == 12 and auto_heads(64, 4) == 4
 
 
-def test_video_prompt_in_the_model_depends_on_the_video():
-    model = _shared(video_prompt=True)
+def test_video_prompt_in_the_model_depends_on_the_video(tiny_model):
+    model = tiny_model.shared(video_prompt=True)
     assert model.frame_encoder.return_patches
     video = _video()
     out = model.encode_video(video)
@@ -268,9 +252,9 @@ def test_video_prompt_in_the_model_depends_on_the_video():
                                                        out.ctx.patches), rtol=1e-5, atol=1e-5)
 
 
-def test_video_prompt_with_zero_alpha_is_the_baseline():
-    base = _shared()
-    model = _shared(video_prompt=True, vprompt_alpha=0.0)
+def test_video_prompt_with_zero_alpha_is_the_baseline(tiny_model):
+    base = tiny_model.shared()
+    model = tiny_model.shared(video_prompt=True, vprompt_alpha=0.0)
     video = _video()
     out = model.encode_video(video)
     text = model.encode_text(CLASSES, out.ctx)
@@ -284,9 +268,9 @@ def test_video_prompt_with_zero_alpha_is_the_baseline():
 # --------------------------------------------------------------------------- the whole X-CLIP
 
 
-def test_toggles_off_give_exactly_the_baseline():
-    base = _shared()
-    knobs = _shared(cct_blocks="2", cct_heads=2, mit_depth=3, mit_heads=2, vprompt_layers=1,
+def test_toggles_off_give_exactly_the_baseline(tiny_model):
+    base = tiny_model.shared()
+    knobs = tiny_model.shared(cct_blocks="2", cct_heads=2, mit_depth=3, mit_heads=2, vprompt_layers=1,
                     vprompt_heads=2, vprompt_alpha=0.5, linear_head_classes=7,
                     learnable_ctx_length=4, learnable_ctx_init="a video of")
     video = _video()
@@ -299,8 +283,8 @@ def test_toggles_off_give_exactly_the_baseline():
     assert knobs.param_groups()["new"] == []
 
 
-def test_gradients_reach_every_new_parameter():
-    model = _build(**XCLIP, distill=False)
+def test_gradients_reach_every_new_parameter(tiny_model):
+    model = tiny_model(**XCLIP, distill=False)
     logits, out = model(_video(), None, CLASSES)
     model.loss(logits, out, torch.tensor([0, 2]))["loss"].backward()
     new = model.param_groups()["new"]
@@ -312,12 +296,12 @@ def test_gradients_reach_every_new_parameter():
             assert any(p is q for q in new)
 
 
-def test_table7_branches_follow_trainable_blocks_and_train_text():
-    frozen = _build(**XCLIP, distill=False, trainable_blocks=0, train_visual_proj=False)
+def test_table7_branches_follow_trainable_blocks_and_train_text(tiny_model):
+    frozen = tiny_model(**XCLIP, distill=False, trainable_blocks=0, train_visual_proj=False)
     groups = frozen.param_groups()
     assert groups["clip_visual"] == [] and "clip_text" not in groups
     assert len(groups["new"]) > 0  # "the randomly initialized parameters are always finetuned"
-    both = _build(**XCLIP, distill=False, trainable_blocks=12, train_text=True)
+    both = tiny_model(**XCLIP, distill=False, trainable_blocks=12, train_text=True)
     groups = both.param_groups()
     assert both.frame_encoder.full_finetune
     vis = both.frame_encoder.visual
@@ -328,8 +312,8 @@ def test_table7_branches_follow_trainable_blocks_and_train_text():
 # --------------------------------------------------------------------------- Table 8
 
 
-def test_linear_head_ignores_text_and_checks_the_class_count():
-    model = _shared(linear_head=True, linear_head_classes=3)
+def test_linear_head_ignores_text_and_checks_the_class_count(tiny_model):
+    model = tiny_model.shared(linear_head=True, linear_head_classes=3)
     head = model.head
     assert isinstance(head, LinearHead) and head.fc.out_features == 3
     video = _video()
@@ -344,9 +328,9 @@ def test_linear_head_ignores_text_and_checks_the_class_count():
 # --------------------------------------------------------------------------- Table 9
 
 
-def test_prompt_ensemble_averages_the_16_templates():
+def test_prompt_ensemble_averages_the_16_templates(tiny_model):
     assert len(ENSEMBLE_TEMPLATES) == 16 and all("{}" in t for t in ENSEMBLE_TEMPLATES)
-    model = _shared(prompt_ensemble=True)
+    model = tiny_model.shared(prompt_ensemble=True)
     assert model.text.templates == list(ENSEMBLE_TEMPLATES)
     text = model.text
     feats = []
@@ -355,12 +339,12 @@ def test_prompt_ensemble_averages_the_16_templates():
         feats.append(F.normalize(f, dim=-1))
     expected = F.normalize(torch.stack(feats).mean(0), dim=-1)
     torch.testing.assert_close(model.encode_text(CLASSES, StageContext()), expected)
-    base = _shared()
+    base = tiny_model.shared()
     assert not torch.allclose(base.encode_text(CLASSES, StageContext()), expected, atol=1e-4)
 
 
-def test_learnable_context_trains_and_initialises_from_words():
-    model = _build(learnable_ctx=True, learnable_ctx_length=6, learnable_ctx_init="a video of")
+def test_learnable_context_trains_and_initialises_from_words(tiny_model):
+    model = tiny_model(learnable_ctx=True, learnable_ctx_length=6, learnable_ctx_init="a video of")
     prompts = model.prompts
     assert isinstance(prompts, LearnableContext) and prompts.context.shape == (6, 64)
     assert any(prompts.context is p for p in model.param_groups()["new"])
@@ -372,7 +356,7 @@ def test_learnable_context_trains_and_initialises_from_words():
     (grad,) = torch.autograd.grad(text.sum(), [prompts.context])
     assert grad.abs().sum() > 0
     # the class name must fit after the H vectors (tiny CLIP: 16 tokens)
-    long = _build(learnable_ctx=True, learnable_ctx_length=12)
+    long = tiny_model(learnable_ctx=True, learnable_ctx_length=12)
     with pytest.raises(ValueError, match="learnable_ctx_length"):
         long.encode_text(["blue triangle turning counterclockwise"], StageContext())
 
