@@ -11,6 +11,10 @@ slowfast/models/customize_visiontransformer.py, ``STCrossAttentionBlock``) are m
 time at evaluation too (results not deterministic; here evaluation uses the fixed phase t mod
 w1*w2), and its distillation feature is computed under ``no_grad`` (use ``model.distill``, whose
 student side keeps its gradient).
+
+The file is longer than the other papers' (~630 lines) because STDD has the most parts (three
+sub-mechanisms inside the block, an adaptation mode, a prompt-file format and its own head);
+it stays one file so that the paper lives in one place.
 """
 
 from __future__ import annotations
