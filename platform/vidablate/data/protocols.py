@@ -22,7 +22,6 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from ..config import ConfigError, DataConfig, ExperimentConfig
-from ..train.metrics import harmonic_mean
 from .clips import ClipSampling, ManifestClips
 from .synthetic import SyntheticSpec, SyntheticVideoIMU, class_names
 from .video import AugmentSpec
@@ -60,6 +59,11 @@ def base_novel_classes(num_classes: int, base: int) -> tuple[list[int], list[int
 PROTOCOL_METRICS = {"base_novel": ("base_acc", "novel_acc", "hm"),
                     "closed_set": ("top1", "top5"), "cross_dataset": ("top1", "top5")}
 """The headline metrics each protocol reports."""
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """HM = 2·B·N / (B + N); 0 when both are 0."""
+    return 0.0 if base + novel == 0 else 2.0 * base * novel / (base + novel)
 
 
 def protocol_metrics(protocol: str, results: dict[str, tuple[float, float]]
