@@ -14,10 +14,11 @@ is TSN segment sampling (Wang et al. 2016), the X-CLIP default (Ni et al. 2022: 
 ``SampleFrames(clip_len=1, num_clips=T)``); ``dense`` is SlowFast's T frames x rate window
 (Feichtenhofer et al. 2019).
 
-Transforms (``train_clip``, ``eval_views``) turn uint8 frames [T, H, W, 3] into CLIP-normalised
-float32 [T, 3, S, S] with X-CLIP's training augmentation (TSN multi-scale crop, flip, colour
-jitter, grayscale) and its 1- or 3-crop test views. Every frame of a clip shares one draw of
-the random parameters (the clip is one input to the torchvision v2 transforms).
+Transforms (``train_clip``, ``eval_views``) turn uint8 frames [T, H, W, 3] into float32
+[T, 3, S, S] normalised with ``CLIP_MEAN``/``CLIP_STD`` (defined here; the synthetic set uses
+them too), with X-CLIP's training augmentation (TSN multi-scale crop, flip, colour jitter,
+grayscale) and its 1- or 3-crop test views. Every frame of a clip shares one draw of the
+random parameters (the clip is one input to the torchvision v2 transforms).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from .synthetic import CLIP_MEAN, CLIP_STD
+# CLIP's per-channel normalisation of [0, 1] RGB pixels, (x - mean) / std: used by the
+# transforms here and by the synthetic dataset (``vidablate.data.synthetic`` re-exports them).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 BACKENDS = ("decord", "pyav")
 SAMPLING = ("sparse", "dense")
