@@ -27,8 +27,9 @@ def _jobs(cfg: ExperimentConfig) -> list[tuple[str, str, str, str]]:
 def check_data(experiments: list[dict[str, Any]], workers: int = 8) -> list[str]:
     """Validate the data of every experiment dict; returns one line per manifest checked and
     raises ConfigError listing every problem found."""
-    from .manifest import ManifestError, read_class_names, read_manifest, validate_manifest
+    from .manifest import ManifestError, read_class_names, read_manifest
     from .protocols import kshot_indices
+    from .validate import validate_manifest
 
     problems: list[str] = []
     lines: list[str] = []

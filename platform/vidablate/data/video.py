@@ -19,6 +19,8 @@ Transforms (``train_clip``, ``eval_views``) turn uint8 frames [T, H, W, 3] into 
 them too), with X-CLIP's training augmentation (TSN multi-scale crop, flip, colour jitter,
 grayscale) and its 1- or 3-crop test views. Every frame of a clip shares one draw of the
 random parameters (the clip is one input to the torchvision v2 transforms).
+
+Clips stored as folders of frame images: ``vidablate.data.frames``.
 """
 
 from __future__ import annotations
