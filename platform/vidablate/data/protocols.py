@@ -16,15 +16,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from ..config import ConfigError, DataConfig, ExperimentConfig
+from ..errors import ConfigError
 from .clips import ClipSampling, ManifestClips
+from .manifest import manifest_records, read_class_names, read_manifest
 from .synthetic import SyntheticSpec, SyntheticVideoIMU, class_names
 from .video import AugmentSpec
+
+if TYPE_CHECKING:  # annotations only: the configs are read by attribute (config sits above data)
+    from ..config import DataConfig, ExperimentConfig
 
 
 @dataclass
@@ -162,8 +166,6 @@ def _synthetic(cfg: ExperimentConfig, train_s: ClipSampling, eval_s: ClipSamplin
 
 def _manifest(cfg: ExperimentConfig, train_s: ClipSampling, eval_s: ClipSampling,
               seed: int) -> ProtocolData:
-    from .manifest import manifest_records, read_class_names, read_manifest
-
     d = cfg.data
     names = read_class_names(d.class_names_file)
     if len(names) != d.num_classes:
