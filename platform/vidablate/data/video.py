@@ -62,7 +62,7 @@ class VideoDecodeError(RuntimeError):
 
 def _importable(name: str) -> bool:
     try:
-        __import__(name)
+        __import__(name)  # the backend probe: is this optional decoder installed?
     except ImportError:
         return False
     return True
@@ -96,7 +96,7 @@ class _DecordReader:
     """decord.VideoReader with its errors mapped to VideoDecodeError."""
 
     def __init__(self, path: Path) -> None:
-        import decord
+        import decord  # optional (x86_64 wheels only): needed only when this backend is chosen
 
         self._errors = (decord.DECORDError, RuntimeError)
         self.path = path
@@ -133,7 +133,7 @@ class _PyAVReader:
     """
 
     def __init__(self, path: Path) -> None:
-        import av
+        import av  # PyAV loads FFmpeg's libraries: only decoding needs it, not the transforms
 
         self._av = av
         self.path = path
@@ -344,7 +344,7 @@ def write_video(
     ``gop`` is the keyframe interval (None: the codec's default); ``faststart`` puts the mp4
     index before the frames (as streaming sites do), so a truncated file still opens.
     """
-    import av
+    import av  # PyAV loads FFmpeg's libraries: only encoding needs it, not the transforms
 
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
