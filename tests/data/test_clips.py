@@ -12,7 +12,8 @@ import torch
 
 from vidablate.config import ConfigError, ExperimentConfig
 from vidablate.data.clips import ClipSampling, ManifestClips
-from vidablate.data.manifest import export_synthetic, manifest_records, read_manifest
+from vidablate.data.converters import export_synthetic
+from vidablate.data.manifest import manifest_records, read_manifest
 from vidablate.data.protocols import build_protocol
 from vidablate.data.synthetic import SyntheticSpec, generate_split
 from vidablate.data.video import VideoDecodeError

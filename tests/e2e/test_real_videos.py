@@ -14,7 +14,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from vidablate.data.manifest import export_synthetic, read_manifest, write_manifest
+from vidablate.data.converters import export_synthetic
+from vidablate.data.manifest import read_manifest, write_manifest
 from vidablate.data.synthetic import SyntheticSpec
 
 pytestmark = pytest.mark.e2e

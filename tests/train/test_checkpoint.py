@@ -10,6 +10,7 @@ import torch
 
 # isort: split
 from vidablate.config import ModelConfig
+from vidablate.data.protocols import harmonic_mean
 from vidablate.model import VideoCLIP, build_model
 from vidablate.train.checkpoint import (
     STATE_FILE,
@@ -17,7 +18,6 @@ from vidablate.train.checkpoint import (
     load_state,
     save_state,
 )
-from vidablate.train.metrics import harmonic_mean
 
 N = 4
 CLASSES = ["a", "b", "c"]

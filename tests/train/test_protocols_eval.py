@@ -9,10 +9,9 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from vidablate.config import ExperimentConfig
-from vidablate.data.protocols import build_protocol
+from vidablate.data.protocols import build_protocol, harmonic_mean
 from vidablate.model import build_model
 from vidablate.train.loop import evaluate, evaluate_protocol, train_loop_per_worker
-from vidablate.train.metrics import harmonic_mean
 
 SMALL = {"train_per_class": 1, "test_per_class": 2}
 

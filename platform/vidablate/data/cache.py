@@ -43,6 +43,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .clips import ManifestClips
+from .synthetic import SyntheticVideoIMU
+
 CACHE_FORMAT = 1
 """Bump when the stored layout or what the prefix computes changes (invalidates every key)."""
 MODES = ("auto", "off", "require")
@@ -150,9 +153,6 @@ def token_selection(frame_encoder: torch.nn.Module) -> tuple[str, int]:
 def dataset_fingerprint(ds: Dataset) -> dict[str, Any]:
     """What a dataset's items depend on (JSON-able): generator spec or manifest records,
     sampling, row selection. Unknown dataset types raise CacheError."""
-    from .clips import ManifestClips
-    from .synthetic import SyntheticVideoIMU
-
     if isinstance(ds, Subset):
         inner = dataset_fingerprint(ds.dataset)
         return {"subset_of": inner, "rows": _digest([int(i) for i in ds.indices])}
@@ -180,8 +180,6 @@ def train_input_random(ds: Dataset) -> bool:
     """True when two reads of the same training clip can differ (TSN jitter, a random dense
     window, augmentation): only the synthetic identity path (every rendered frame once,
     unaugmented) is deterministic."""
-    from .synthetic import SyntheticVideoIMU
-
     inner = ds.dataset if isinstance(ds, Subset) else ds
     return not (isinstance(inner, SyntheticVideoIMU) and inner.sampling is None)
 

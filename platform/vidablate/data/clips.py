@@ -21,6 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .frames import open_clip_source
+from .imu import imu_for_frames, read_imu
+from .manifest import resolve_video
 from .video import AugmentSpec, VideoDecodeError, eval_views, sample_indices, train_clip
 
 
@@ -93,8 +96,8 @@ def pack(sampling: ClipSampling, video: torch.Tensor, imu: list[np.ndarray] | No
 
 class ManifestClips(Dataset):
     """Clips of a manifest (``vidablate.data.manifest``): decoded with decord or PyAV (or read
-    from frame folders), sampled sparse or dense, augmented or cut into evaluation views, with
-    the IMU stream cut to the sampled frames."""
+    from frame folders, ``vidablate.data.frames``), sampled sparse or dense, augmented or cut
+    into evaluation views, with the IMU stream cut to the sampled frames."""
 
     def __init__(
         self,
@@ -129,9 +132,6 @@ class ManifestClips(Dataset):
         return self.sampling.num_frames * self.imu_rate if self.use_imu else None
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        from .imu import imu_for_frames, read_imu
-        from .manifest import open_clip_source, resolve_video
-
         rec = self.records[idx]
         path = resolve_video(rec["video"], self.root)
         try:

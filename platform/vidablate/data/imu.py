@@ -6,9 +6,9 @@ column order). ``t`` is in seconds from the start of the clip's video file, the 
 is in g and the gyroscope in rad/s: the units of the synthetic generator
 (``vidablate.data.synthetic``), so a model trained on the embedded default sees real data on
 the same scale. Converters from dataset-specific sensor files live in
-``vidablate.data.manifest``.
+``vidablate.data.converters``.
 
-Alignment convention (shared with ``manifest.export_synthetic``): frame i with start time
+Alignment convention (shared with ``converters.export_synthetic``): frame i with start time
 ``frame_times[i]`` covers [frame_times[i], frame_times[i] + 1/fps); its ``samples_per_frame``
 IMU samples sit at the centres of equal sub-intervals, frame_times[i] + (k + 0.5) /
 (samples_per_frame * fps).

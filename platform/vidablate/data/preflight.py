@@ -6,9 +6,15 @@ manifests are reported together in one error."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError, ExperimentConfig
+from ..errors import ConfigError
+from .manifest import ManifestError, read_class_names, read_manifest
+from .protocols import kshot_indices
+from .validate import validate_manifest
+
+if TYPE_CHECKING:  # annotations only: the caller builds the configs (config sits above data)
+    from ..config import ExperimentConfig
 
 
 def _jobs(cfg: ExperimentConfig) -> list[tuple[str, str, str, str]]:
@@ -24,17 +30,13 @@ def _jobs(cfg: ExperimentConfig) -> list[tuple[str, str, str, str]]:
     return [(f, m, c, d.video_root or str(Path(m).parent)) for f, m, c in jobs]
 
 
-def check_data(experiments: list[dict[str, Any]], workers: int = 8) -> list[str]:
-    """Validate the data of every experiment dict; returns one line per manifest checked and
-    raises ConfigError listing every problem found."""
-    from .manifest import ManifestError, read_class_names, read_manifest, validate_manifest
-    from .protocols import kshot_indices
-
+def check_data(experiments: list[ExperimentConfig], workers: int = 8) -> list[str]:
+    """Validate the data of every experiment (built ``ExperimentConfig`` objects); returns one
+    line per manifest checked and raises ConfigError listing every problem found."""
     problems: list[str] = []
     lines: list[str] = []
     seen: set[tuple[Any, ...]] = set()
-    for raw in experiments:
-        cfg = ExperimentConfig.from_dict(raw)
+    for cfg in experiments:
         d = cfg.data
         if d.is_synthetic or not d.validate:
             continue

@@ -14,6 +14,8 @@ absolute otherwise (``manifest.rebase_paths``), so the manifest resolves with an
 ``data.video_root``; then they validate the result (``--no-validate`` skips it) and print
 counts. Exit codes: 0 clean, 1 validation found problems (the manifest is still written),
 2 bad arguments or input (one ``error: ...`` line, no traceback).
+
+The converters are ``vidablate.data.converters``, the checks ``vidablate.data.validate``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import NoReturn
 
 import pyarrow as pa
 
-from ..config import ConfigError
+from ..errors import ConfigError
+from . import converters as cv
 from . import manifest as mf
 
 
@@ -96,13 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames-dir", help="read clips as frame folders under this folder")
     p.add_argument("--video-dir", default="video")
     p.add_argument("--sensor-dir", default="sensor")
-    p.add_argument("--acc-sensitivity", type=float, default=mf.UESTC_ACC_SENSITIVITY,
+    p.add_argument("--acc-sensitivity", type=float, default=cv.UESTC_ACC_SENSITIVITY,
                    help="raw accelerometer counts per g")
-    p.add_argument("--gyro-sensitivity", type=float, default=mf.UESTC_GYRO_SENSITIVITY,
+    p.add_argument("--gyro-sensitivity", type=float, default=cv.UESTC_GYRO_SENSITIVITY,
                    help="raw gyroscope counts per deg/s")
-    p.add_argument("--imu-rate", type=float, default=mf.UESTC_IMU_RATE_HZ,
+    p.add_argument("--imu-rate", type=float, default=cv.UESTC_IMU_RATE_HZ,
                    help="sensor rows per second")
-    _writing_options(p, fps=mf.UESTC_IMU_RATE_HZ)
+    _writing_options(p, fps=cv.UESTC_IMU_RATE_HZ)
 
     p = subs.add_parser("synthetic", help="export the embedded synthetic dataset as files")
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -145,7 +148,11 @@ def _counts(table: pa.Table) -> str:
 def _validate(args: argparse.Namespace, path: Path, class_names: list[str] | None,
               imu: bool | None = None, root: Path | None = None) -> bool:
     """Validate a written or given manifest, print the summary; True when clean."""
-    report = mf.validate_manifest(
+    # .validate decodes through .frames/.video (torch, torchvision: ~4 s to import); loaded
+    # here so --help and argument errors answer at once.
+    from .validate import validate_manifest
+
+    report = validate_manifest(
         path, root=root, class_names=class_names, num_classes=getattr(args, "num_classes", None),
         decode=not getattr(args, "no_decode", False), imu=imu,
         imu_tolerance_s=getattr(args, "imu_tolerance", 0.5),
@@ -170,17 +177,17 @@ def _run(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "txt":
         names = mf.read_class_names(args.class_names)
-        table = mf.from_path_label_txt(args.list_file, root=args.root, class_names=names,
+        table = cv.from_path_label_txt(args.list_file, root=args.root, class_names=names,
                                        split=args.split)  # fmt: skip
         return _write(args, table, _out_path(args.out, args.list_file.stem), names)
     if cmd == "csv":
         names = mf.read_class_names(args.class_names)
-        table = mf.from_path_label_csv(args.csv_file, root=args.root, class_names=names,
+        table = cv.from_path_label_csv(args.csv_file, root=args.root, class_names=names,
                                        sep=args.sep, split=args.split)  # fmt: skip
         return _write(args, table, _out_path(args.out, args.csv_file.stem), names)
     if cmd == "folder":
         exts = [e.strip() for e in args.extensions.split(",") if e.strip()]
-        table, names = mf.from_folder_tree(args.root, exts, split=args.split)
+        table, names = cv.from_folder_tree(args.root, exts, split=args.split)
         out = _out_path(args.out, args.split or args.root.name)
         written = mf.write_class_names(names, args.class_names or out.parent / "classnames.csv")
         print(f"wrote {written}: {len(names)} class names")
@@ -190,12 +197,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.class_names is not None:
             names = mf.read_class_names(args.class_names)
         else:
-            names = mf.uestc_mmea_cl_class_names(args.root, [args.list_file],
+            names = cv.uestc_mmea_cl_class_names(args.root, [args.list_file],
                                                  video_dir=args.video_dir,
                                                  sensor_dir=args.sensor_dir)  # fmt: skip
             written = mf.write_class_names(names, out.parent / "classnames.csv")
             print(f"wrote {written}: {len(names)} class names")
-        table = mf.from_uestc_mmea_cl(
+        table = cv.from_uestc_mmea_cl(
             args.root, args.list_file, class_names=names,
             imu_dir=args.imu_dir or out.parent / "imu", video_dir=args.video_dir,
             sensor_dir=args.sensor_dir, frames_dir=args.frames_dir,
@@ -204,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         return _write(args, table, out, names)
     if cmd == "synthetic":
+        # .synthetic imports torch (seconds); only this subcommand needs it.
         from .synthetic import SyntheticSpec
 
         spec = SyntheticSpec(
@@ -213,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
             num_distractors=args.num_distractors, noise=args.noise, seed=args.seed,
         )  # fmt: skip
         splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-        paths = mf.export_synthetic(args.out, spec, splits=splits, fps=args.fps)
+        paths = cv.export_synthetic(args.out, spec, splits=splits, fps=args.fps)
         names = mf.read_class_names(paths["classnames"])
         clean = True
         for split in splits:

@@ -16,16 +16,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from ..config import ConfigError, DataConfig, ExperimentConfig
-from ..train.metrics import harmonic_mean
+from ..errors import ConfigError
 from .clips import ClipSampling, ManifestClips
+from .manifest import manifest_records, read_class_names, read_manifest
 from .synthetic import SyntheticSpec, SyntheticVideoIMU, class_names
 from .video import AugmentSpec
+
+if TYPE_CHECKING:  # annotations only: the configs are read by attribute (config sits above data)
+    from ..config import DataConfig, ExperimentConfig
 
 
 @dataclass
@@ -60,6 +63,11 @@ def base_novel_classes(num_classes: int, base: int) -> tuple[list[int], list[int
 PROTOCOL_METRICS = {"base_novel": ("base_acc", "novel_acc", "hm"),
                     "closed_set": ("top1", "top5"), "cross_dataset": ("top1", "top5")}
 """The headline metrics each protocol reports."""
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """HM = 2·B·N / (B + N); 0 when both are 0."""
+    return 0.0 if base + novel == 0 else 2.0 * base * novel / (base + novel)
 
 
 def protocol_metrics(protocol: str, results: dict[str, tuple[float, float]]
@@ -158,8 +166,6 @@ def _synthetic(cfg: ExperimentConfig, train_s: ClipSampling, eval_s: ClipSamplin
 
 def _manifest(cfg: ExperimentConfig, train_s: ClipSampling, eval_s: ClipSampling,
               seed: int) -> ProtocolData:
-    from .manifest import manifest_records, read_class_names, read_manifest
-
     d = cfg.data
     names = read_class_names(d.class_names_file)
     if len(names) != d.num_classes:

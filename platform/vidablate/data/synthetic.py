@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from .clips import item_rng, pack
+from .video import CLIP_MEAN, CLIP_STD
 
 OBJECTS: tuple[str, ...] = ("red square", "green circle", "blue triangle", "yellow cross")
 OBJECT_COLOURS = np.array(
@@ -347,8 +347,6 @@ class SyntheticVideoIMU(Dataset):
         }
 
     def _sampled(self, idx: int) -> dict:
-        from .clips import item_rng, pack
-
         s = self.sampling
         views = s.indices(self.spec.num_frames, rng=item_rng())
         video = s.pixels([self.video[idx][v] for v in views])

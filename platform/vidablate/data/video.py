@@ -14,10 +14,13 @@ is TSN segment sampling (Wang et al. 2016), the X-CLIP default (Ni et al. 2022: 
 ``SampleFrames(clip_len=1, num_clips=T)``); ``dense`` is SlowFast's T frames x rate window
 (Feichtenhofer et al. 2019).
 
-Transforms (``train_clip``, ``eval_views``) turn uint8 frames [T, H, W, 3] into CLIP-normalised
-float32 [T, 3, S, S] with X-CLIP's training augmentation (TSN multi-scale crop, flip, colour
-jitter, grayscale) and its 1- or 3-crop test views. Every frame of a clip shares one draw of
-the random parameters (the clip is one input to the torchvision v2 transforms).
+Transforms (``train_clip``, ``eval_views``) turn uint8 frames [T, H, W, 3] into float32
+[T, 3, S, S] normalised with ``CLIP_MEAN``/``CLIP_STD`` (defined here; the synthetic set uses
+them too), with X-CLIP's training augmentation (TSN multi-scale crop, flip, colour jitter,
+grayscale) and its 1- or 3-crop test views. Every frame of a clip shares one draw of the
+random parameters (the clip is one input to the torchvision v2 transforms).
+
+Clips stored as folders of frame images: ``vidablate.data.frames``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from .synthetic import CLIP_MEAN, CLIP_STD
+# CLIP's per-channel normalisation of [0, 1] RGB pixels, (x - mean) / std: used by the
+# transforms here and by the synthetic dataset (``vidablate.data.synthetic`` re-exports them).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 BACKENDS = ("decord", "pyav")
 SAMPLING = ("sparse", "dense")
@@ -56,7 +62,7 @@ class VideoDecodeError(RuntimeError):
 
 def _importable(name: str) -> bool:
     try:
-        __import__(name)
+        __import__(name)  # the backend probe: is this optional decoder installed?
     except ImportError:
         return False
     return True
@@ -90,7 +96,7 @@ class _DecordReader:
     """decord.VideoReader with its errors mapped to VideoDecodeError."""
 
     def __init__(self, path: Path) -> None:
-        import decord
+        import decord  # optional (x86_64 wheels only): needed only when this backend is chosen
 
         self._errors = (decord.DECORDError, RuntimeError)
         self.path = path
@@ -127,7 +133,7 @@ class _PyAVReader:
     """
 
     def __init__(self, path: Path) -> None:
-        import av
+        import av  # PyAV loads FFmpeg's libraries: only decoding needs it, not the transforms
 
         self._av = av
         self.path = path
@@ -338,7 +344,7 @@ def write_video(
     ``gop`` is the keyframe interval (None: the codec's default); ``faststart`` puts the mp4
     index before the frames (as streaming sites do), so a truncated file still opens.
     """
-    import av
+    import av  # PyAV loads FFmpeg's libraries: only encoding needs it, not the transforms
 
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):

@@ -24,7 +24,7 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ..config import ConfigError, dotted_to_nested, merge
+from ..config import ConfigError, ExperimentConfig, dotted_to_nested, merge
 from ..data.preflight import check_data
 from ..report.table import TrialOutcome, build_table, to_markdown, write_report
 from ..train.loop import train_loop_per_worker
@@ -401,7 +401,7 @@ def run_sweep(
         _restore(f"{_storage(settings)}/{sid}", None, settings, probe=True)
     check_tracking(resolve_tracking_uri(settings.tracking_uri))
     check_local_gpu(trials, settings)
-    for line in check_data([t.experiment for t in trials]):  # before any run or trial exists
+    for line in check_data([ExperimentConfig.from_dict(t.experiment) for t in trials]):  # before any run or trial exists
         print(f"pre-flight: {line}", flush=True)
     plans = plan_trials(planned, root, settings.cache)
     for t in planned:
