@@ -65,6 +65,20 @@ def tiny_model() -> TinyModels:
     return TinyModels()
 
 
+EXPORT_SPEC = dict(num_classes=4, train_per_class=2, test_per_class=2, num_frames=8)
+"""The synthetic set ``exported_synthetic`` writes: 4 classes x 2 clips of 8 frames at 32x32."""
+
+
+@pytest.fixture(scope="session")
+def exported_synthetic(tmp_path_factory):
+    """The synthetic set exported once as mp4 + IMU csv + manifests: (folder, paths)."""
+    from vidablate.data.converters import export_synthetic
+    from vidablate.data.synthetic import SyntheticSpec
+
+    out = tmp_path_factory.mktemp("synthetic")
+    return out, export_synthetic(out, SyntheticSpec(**EXPORT_SPEC))
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A private local Ray cluster with 2 CPUs for this test session."""

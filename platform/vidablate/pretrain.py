@@ -58,14 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.synthetic import (
-    CLIP_MEAN,
-    CLIP_STD,
-    OBJECTS,
-    SyntheticSpec,
-    class_names,
-    generate_split_with_tracks,
-)
+from .data.synthetic import OBJECTS, SyntheticSpec, class_names, generate_split_with_tracks
+from .data.video import CLIP_MEAN, CLIP_STD
 from .specs import register_model_configs
 
 MODEL_NAME = "vidablate-tiny"

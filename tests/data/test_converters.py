@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 # isort: split
+from tests.conftest import EXPORT_SPEC
+from tests.data.videos import random_frames
 from vidablate.data.converters import (
-    export_synthetic,
     from_folder_tree,
     from_path_label_csv,
     from_path_label_txt,
@@ -34,18 +35,7 @@ from vidablate.data.validate import validate_manifest
 from vidablate.data.video import VideoFile, write_video
 
 NAMES = ["abseiling", "brush hair", "cartwheel"]
-SPEC = SyntheticSpec(num_classes=4, train_per_class=2, test_per_class=2, num_frames=8)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The synthetic set exported once: 4 classes x 2 clips of 8 frames at 32x32 per split."""
-    out = tmp_path_factory.mktemp("synthetic")
-    return out, export_synthetic(out, SPEC)
-
-
-def _frames(n: int = 6, size: int = 16, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+SPEC = SyntheticSpec(**EXPORT_SPEC)  # the set the exported_synthetic fixture writes
 
 
 # --------------------------------------------------------------------- converters
@@ -124,9 +114,9 @@ def _uestc_tree(root, *, frames: bool = False):
             for i in range(4):
                 path = root / "frames" / folder / clip / f"{i + 1:06d}.jpg"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(_frames(1, 16, i)[0]).save(path)
+                Image.fromarray(random_frames(1, 16, i)[0]).save(path)
         else:
-            write_video(root / "video" / folder / f"{clip}.mp4", _frames(4, 32), fps=25.0)
+            write_video(root / "video" / folder / f"{clip}.mp4", random_frames(4, 32), fps=25.0)
         # 4 rows at 25 Hz = 0.16 s, like the 4 frames at 25 fps.
         raw = "16384,0,-8192,164,-1640,0\n" + "0,16384,0,0,0,16.4\n" * 3
         (root / "sensor" / folder / f"{clip}.csv").write_text(raw)
@@ -195,8 +185,8 @@ def test_uestc_label_check_missing_sensor_and_bare_names(tmp_path):
 # ------------------------------------------------------------------ synthetic export
 
 
-def test_export_synthetic_round_trip(exported):
-    out, paths = exported
+def test_export_synthetic_round_trip(exported_synthetic):
+    out, paths = exported_synthetic
     assert set(paths) == {"train", "test", "classnames"}
     assert read_class_names(paths["classnames"]) == [
         "red square moving left", "red square moving right", "green circle moving up",
@@ -220,8 +210,8 @@ def test_export_synthetic_round_trip(exported):
     assert (errors.diagonal() * 3 < np.where(np.eye(8, dtype=bool), np.inf, errors).min(1)).all()
 
 
-def test_exported_manifest_validates_clean(exported):
-    out, paths = exported
+def test_exported_manifest_validates_clean(exported_synthetic):
+    out, paths = exported_synthetic
     for split in ("train", "test"):
         report = validate_manifest(paths[split], class_names=paths["classnames"], imu=True)
         assert report.ok and report.checked == 8

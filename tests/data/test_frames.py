@@ -7,19 +7,15 @@ import pytest
 from PIL import Image
 
 # isort: split
+from tests.data.videos import random_frames
 from vidablate.data.frames import FrameFolder
 from vidablate.data.video import VideoDecodeError
-
-
-def _frames(n: int = 6, size: int = 16, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-
 
 # ------------------------------------------------------------------ frame folders
 
 
 def test_frame_folder_reads_images_in_natural_order(tmp_path):
-    frames = _frames(11, 8)
+    frames = random_frames(11, 8)
     for i, frame in enumerate(frames):
         Image.fromarray(frame).save(tmp_path / f"img_{i}.png")  # img_10 after img_9
     (tmp_path / "notes.txt").write_text("ignored")

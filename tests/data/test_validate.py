@@ -8,7 +8,6 @@ import pyarrow as pa
 import pytest
 
 # isort: split
-from vidablate.data.converters import export_synthetic
 from vidablate.data.imu import write_imu
 from vidablate.data.manifest import (
     ManifestError,
@@ -18,25 +17,16 @@ from vidablate.data.manifest import (
     resolve_video,
     write_manifest,
 )
-from vidablate.data.synthetic import SyntheticSpec
 from vidablate.data.validate import ValidationReport, validate_manifest
 
 NAMES = ["abseiling", "brush hair", "cartwheel"]
-SPEC = SyntheticSpec(num_classes=4, train_per_class=2, test_per_class=2, num_frames=8)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The synthetic set exported once: 4 classes x 2 clips of 8 frames at 32x32 per split."""
-    out = tmp_path_factory.mktemp("synthetic")
-    return out, export_synthetic(out, SPEC)
 
 
 # -------------------------------------------------------------------------- validation
 
 
-def test_every_problem_kind_is_reported_with_counts(tmp_path, exported):
-    out, paths = exported
+def test_every_problem_kind_is_reported_with_counts(tmp_path, exported_synthetic):
+    out, paths = exported_synthetic
     good = manifest_records(read_manifest(paths["train"]))[0]
     video, imu = str(resolve_video(good["video"], out)), str(resolve_video(good["imu"], out))
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 64)
@@ -94,8 +84,8 @@ def test_every_problem_kind_is_reported_with_counts(tmp_path, exported):
                                                        imu=False).problems  # fmt: skip
 
 
-def test_imu_flag_and_label_consistency_without_names(tmp_path, exported):
-    out, paths = exported
+def test_imu_flag_and_label_consistency_without_names(tmp_path, exported_synthetic):
+    out, paths = exported_synthetic
     rows = [{k: v for k, v in r.items() if k != "imu"}
             for r in manifest_records(read_manifest(paths["test"]))]  # fmt: skip
     rows[1]["label_name"] = "renamed"

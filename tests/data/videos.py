@@ -79,3 +79,8 @@ def cut_with_edit_list(src, dst, first_shown: int) -> Path:
                 packet.stream = copy
                 out.mux(packet)
     return Path(dst)
+
+
+def random_frames(n: int = 6, size: int = 16, seed: int = 0) -> np.ndarray:
+    """uint8 [n, size, size, 3] noise frames (frame-folder and list-converter tests)."""
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
