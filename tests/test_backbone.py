@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 
 # isort: split
+from tests.conftest import REPO
 from vidablate.backbone import BackboneError, FrameEncoder, TextEncoder, load_clip
+from vidablate.config import ConfigError, ExperimentConfig
+from vidablate.specs import QUICK_GELU_TAGS, vision_spec
 
 NAME = "vidablate-tiny"
 DEPTH = 4  # visual blocks of vidablate-tiny
@@ -59,6 +62,35 @@ def test_load_clip_missing_weights_file_names_the_path():
 def test_load_clip_unknown_weights_tag_is_a_backbone_error():
     with pytest.raises(BackboneError, match="missing_weights_tag.pt"):
         load_clip(NAME, "missing_weights_tag.pt")
+
+
+def test_quick_gelu_tags_follow_open_clips_pretrained_table():
+    """specs.QUICK_GELU_TAGS (read without open_clip) is exactly the set of tags open_clip marks
+    quick_gelu, over every model that has them."""
+    import open_clip
+
+    marked = {tag for name in open_clip.list_models()
+              for tag in open_clip.list_pretrained_tags_by_model(name)
+              if open_clip.get_pretrained_cfg(name, tag).get("quick_gelu")}
+    assert marked == set(QUICK_GELU_TAGS)
+
+
+def test_openai_weights_with_plain_gelu_are_refused_before_anything_is_built():
+    with pytest.raises(ConfigError, match="QuickGELU.*ViT-B-16-quickgelu"):
+        ExperimentConfig.from_dict({"model": {"backbone": "ViT-B-16", "pretrained": "openai"},
+                                    "data": {"image_size": 224}}).validate()
+    ExperimentConfig.from_dict({"model": {"backbone": "ViT-B-16-quickgelu",
+                                          "pretrained": "openai"},
+                                "data": {"image_size": 224}}).validate()
+    with pytest.raises(BackboneError, match="QuickGELU.*ViT-B-16-quickgelu"):
+        load_clip("ViT-B-16", "openai")  # refused before any download
+
+
+def test_the_papers_backbone_preset_builds_quick_gelu():
+    import yaml
+
+    preset = yaml.safe_load((REPO / "platform/vidablate/conf/model/vitb16.yaml").read_text())
+    assert preset["pretrained"] == "openai" and vision_spec(preset["backbone"]).quick_gelu
 
 
 def test_load_clip_reads_a_local_weights_file(tmp_path):

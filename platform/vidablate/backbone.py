@@ -34,7 +34,7 @@ def load_clip(name: str, pretrained: str | None = None) -> tuple[nn.Module, obje
     register_model_configs()
     if name not in open_clip.list_models():
         raise BackboneError(
-            f"model.backbone={name!r} is not an open_clip model; e.g. ViT-B-16 or vidablate-tiny"
+            f"model.backbone={name!r} is not an open_clip model; e.g. ViT-B-16-quickgelu or vidablate-tiny"
         )
     if pretrained == "synthetic":
         if name != "vidablate-tiny":
@@ -45,6 +45,8 @@ def load_clip(name: str, pretrained: str | None = None) -> tuple[nn.Module, obje
         pretrained = str(ensure_tiny_clip())
     if pretrained and os.sep in pretrained and not Path(pretrained).is_file():
         raise BackboneError(f"model.pretrained={pretrained!r}: no such weights file")
+    if pretrained and not Path(pretrained).is_file():
+        check_activation(name, pretrained)
     try:
         model = open_clip.create_model(name, pretrained=pretrained or None)
     except Exception as err:  # open_clip raises RuntimeError/HF errors/OSError
@@ -53,6 +55,22 @@ def load_clip(name: str, pretrained: str | None = None) -> tuple[nn.Module, obje
             f"{type(err).__name__}: {err}. Offline machines need a local weights file."
         ) from err
     return model, open_clip.get_tokenizer(name)
+
+
+def check_activation(name: str, tag: str) -> None:
+    """Refuse an open_clip weight tag trained with another activation than the config builds
+    (QuickGELU vs nn.GELU; open_clip itself only warns)."""
+    tagged = open_clip.get_pretrained_cfg(name, tag) or {}
+    if not tagged:
+        return
+    needs = bool(tagged.get("quick_gelu", False))
+    builds = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
+    if needs != builds:
+        want = name + "-quickgelu" if needs else name.removesuffix("-quickgelu")
+        raise BackboneError(
+            f"model.pretrained={tag!r} weights of model.backbone={name!r} were trained with "
+            f"{'QuickGELU' if needs else 'nn.GELU'}, but the config builds "
+            f"{'QuickGELU' if builds else 'nn.GELU'}; use model.backbone={want!r}")
 
 
 class VideoBlock(nn.Module):

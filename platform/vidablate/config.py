@@ -18,7 +18,7 @@ from typing import Any
 from .data.synthetic import class_names as synthetic_class_names
 from .errors import ConfigError
 from .modules import registry
-from .specs import vision_spec
+from .specs import vision_spec, weights_need_quick_gelu
 from .stages import STAGE_LABELS, Paper, ValidationContext, claimed_stages
 
 
@@ -27,9 +27,13 @@ class BackboneKnobs:
     """The backbone, its weights and the trainable boundary: the knobs every paper shares."""
 
     backbone: str = "vidablate-tiny"
-    """open_clip model name; ``ViT-B-16`` for real runs (isclip §III: ViT-B/16)."""
+    """open_clip model name; ``ViT-B-16-quickgelu`` for real runs with OpenAI weights (isclip
+    §III and the other papers: CLIP ViT-B/16; OpenAI CLIP and the official X-CLIP use QuickGELU,
+    which open_clip's plain ``ViT-B-16`` config replaces by nn.GELU)."""
     pretrained: str | None = None
-    """``openai`` (downloads), a local weights file, or None for random weights."""
+    """``openai`` (downloads), another open_clip tag, a local weights file, ``synthetic`` (the
+    pretrained tiny CLIP) or None for random weights. A tag whose weights were trained with
+    QuickGELU on a config without it is an error (``vidablate.specs.QUICK_GELU_TAGS``)."""
     prompt_template: str = "a video of {}."
     """Hand-crafted class prompt (isclip §II-A uses "a photo of a [Class]")."""
     trainable_blocks: int = 2
@@ -307,6 +311,12 @@ class ExperimentConfig:
         m, d, t = self.model, self.data, self.trainer
         if m.trainable_blocks < 0:
             raise ConfigError("model.trainable_blocks must be >= 0")
+        spec = vision_spec(m.backbone)
+        if spec is not None and weights_need_quick_gelu(m.pretrained) and not spec.quick_gelu:
+            raise ConfigError(
+                f"model.pretrained={m.pretrained!r} weights were trained with QuickGELU, but "
+                f"model.backbone={m.backbone!r} builds nn.GELU; use "
+                f"model.backbone={m.backbone + '-quickgelu'!r}")
         papers = registry.papers()
         claimed = claimed_stages(m, papers)
         for stage, label in STAGE_LABELS.items():
@@ -316,7 +326,7 @@ class ExperimentConfig:
                     f"model.{' and model.'.join(on)} both replace the {label}; turn one off")
         names = (synthetic_class_names(d.num_classes)
                  if d.is_synthetic and 2 <= d.num_classes <= 32 else None)
-        ctx = ValidationContext(m, d, vision_spec(m.backbone), claimed, names)
+        ctx = ValidationContext(m, d, spec, claimed, names)
         for paper in papers:
             if paper.validate is not None:
                 paper.validate(ctx)

@@ -23,6 +23,15 @@ PROJECT_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 _registered = False
 
+QUICK_GELU_TAGS = frozenset({
+    "openai", "yfcc15m", "cc12m", "dfn2b", "dfn5b", "metaclip_400m", "metaclip_fullcc",
+    "metaclip2_worldwide", "laion400m_e31", "laion400m_e32",
+})
+"""open_clip weight tags trained with QuickGELU (x * sigmoid(1.702 x)), as open_clip's
+pretrained table marks them (``quick_gelu=True``; checked by a test). OpenAI CLIP and the
+official X-CLIP use QuickGELU; a config without it builds ``nn.GELU``, which differs by up to
+0.02 per activation, and open_clip only warns."""
+
 
 @dataclass(frozen=True)
 class VisionSpec:
@@ -114,6 +123,15 @@ def vision_spec(name: str) -> VisionSpec | None:
         context_length=int(text.get("context_length", 77)),
         text_layers=int(text.get("layers", 12)), text_width=int(text.get("width", 512)),
         quick_gelu=bool(cfg.get("quick_gelu", False)))
+
+
+def weights_need_quick_gelu(pretrained: str | None) -> bool | None:
+    """True when ``pretrained`` is an open_clip tag of QuickGELU weights; None when that cannot
+    be told without open_clip (no weights, a local file, another tag: ``load_clip`` checks
+    those against open_clip's table when it loads them)."""
+    if pretrained and pretrained in QUICK_GELU_TAGS:
+        return True
+    return None
 
 
 def register_model_configs() -> None:
