@@ -156,7 +156,9 @@ class VisualOutput:
     frames: torch.Tensor
     """[B, T, D] per-frame embeddings (CLS after ln_post and the projection)."""
     patches: torch.Tensor | None
-    """[B, T, P, D] patch tokens after ln_post and the projection (when requested)."""
+    """Patch tokens when requested: [B, T, P, D] after ln_post and the projection
+    (``return_patches="projected"``), or [B, T, P, W] as the last block left them
+    (``"raw"``: the official X-CLIP feeds these to its own LayerNorm and projection)."""
     teacher: torch.Tensor | None
     """[B, T, D] frame embeddings of the frozen teacher (feature distillation)."""
 
@@ -180,9 +182,12 @@ class FrameEncoder(nn.Module):
         train_proj: bool = True,
         teacher: bool = False,
         hooks: dict[int, dict[str, Any]] | None = None,
-        return_patches: bool = False,
+        return_patches: bool | str = False,
     ) -> None:
         super().__init__()
+        if return_patches not in (False, True, "projected", "raw"):
+            raise ValueError(f"return_patches must be False, 'projected' or 'raw', got "
+                             f"{return_patches!r}")
         if getattr(visual, "attn_pool", None) is not None or visual.pool_type != "tok" \
                 or visual.final_ln_after_pool:
             raise BackboneError("FrameEncoder needs a CLS-token ViT (open_clip pool_type='tok', "
@@ -197,7 +202,8 @@ class FrameEncoder(nn.Module):
         first_hooked = min((i for i, kw in hooks.items() if any(kw.values())), default=depth)
         self.split = min(self.tune_from, first_hooked)
         self.full_finetune = trainable_blocks >= depth
-        self.return_patches = return_patches
+        self.return_patches: str | None = (
+            "projected" if return_patches is True else return_patches or None)
         self.checkpoint_blocks = False
         self.visual = visual
         for p in visual.parameters():
@@ -248,8 +254,13 @@ class FrameEncoder(nn.Module):
                 tokens = block(tokens)
         return tokens
 
-    def _head(self, visual: nn.Module, tokens: torch.Tensor, patches: bool):
+    def _head(self, visual: nn.Module, tokens: torch.Tensor, patches: str | None):
         num_patches = self.grid[0] * self.grid[1]
+        if patches == "raw":
+            x = visual.ln_post(tokens[:, 0])
+            cls, tok = (x @ visual.proj if visual.proj is not None else x), \
+                tokens[:, 1:1 + num_patches]
+            return cls, tok
         x = visual.ln_post(tokens[:, : 1 + num_patches])
         cls, tok = x[:, 0], (x[:, 1:] if patches else None)
         if visual.proj is not None:
@@ -285,7 +296,7 @@ class FrameEncoder(nn.Module):
                     else tokens
                 for block in self.teacher:
                     y = block(y)
-                teacher = self._head(self.teacher_visual, y, False)[0].reshape(b, t, -1)
+                teacher = self._head(self.teacher_visual, y, None)[0].reshape(b, t, -1)
         return VisualOutput(
             frames=cls.reshape(b, t, -1),
             patches=patches.reshape(b, t, *patches.shape[1:]) if patches is not None else None,
@@ -304,7 +315,8 @@ class TextEncoder(nn.Module):
     """CLIP text tower with cached class features, prompt ensembling and learnable context.
 
     Frozen by default (isclip §II-B "all parameters frozen"; X-CLIP freezes it too), in which
-    case class features are computed once per class list and cached. ``templates`` holds one
+    case class features are computed once per class list and cached. ``raw`` keeps the tower's
+    unnormalised output (the heads normalise before the cosine). ``templates`` holds one
     or more hand-crafted prompts with ``{}`` for the class name; several are ensembled by
     averaging their normalised features (X-CLIP Table 9 "ensemble"). ``encode_context`` runs
     the tower on learnable context vectors in place of the first words of the prompt (CoOp
@@ -317,8 +329,10 @@ class TextEncoder(nn.Module):
         tokenizer: object,
         template: str | list[str] | tuple[str, ...],
         trainable: bool = False,
+        raw: bool = False,
     ) -> None:
         super().__init__()
+        self.raw = raw
         self.clip = clip
         self.tokenizer = tokenizer
         self.templates = [template] if isinstance(template, str) else list(template)
@@ -371,12 +385,17 @@ class TextEncoder(nn.Module):
         feats = []
         for template in self.templates:
             f = self.encode_tokens(self.tokenize([template.format(n) for n in names]))
+            if self.raw and len(self.templates) == 1:
+                return f
             feats.append(f / f.norm(dim=-1, keepdim=True))
         mean = torch.stack(feats).mean(dim=0)
         return mean / mean.norm(dim=-1, keepdim=True)
 
     def forward(self, class_names: list[str] | tuple[str, ...]) -> torch.Tensor:
-        """L2-normalised text features [C, D], averaged over the templates."""
+        """Text features [C, D]: L2-normalised and averaged over the templates, or with
+        ``raw`` and one template the text tower's output as it is (``encode_text``, the input
+        X-CLIP's video prompt and MotionPrompt's MCB take); an ensemble stays the normalised
+        mean."""
         key = tuple(class_names)
         if self.trainable and torch.is_grad_enabled():
             return self._encode(key)
@@ -400,7 +419,8 @@ class TextEncoder(nn.Module):
                        ) -> torch.Tensor:
         """Features for "<ctx_1> ... <ctx_H> <class>." with learnable context.
 
-        context [H, W] (shared) or [B, H, W] (one per video) -> normalised [C, D] or [B, C, D].
+        context [H, W] (shared) or [B, H, W] (one per video) -> [C, D] or [B, C, D], L2-normalised
+        unless ``raw``.
         The H placeholder tokens sit right after SOS, as in CoOp.
         """
         per_video = context.dim() == 3
@@ -415,5 +435,6 @@ class TextEncoder(nn.Module):
             ctx[:, None].expand(n, c, h, -1).to(base.dtype),
             base[None, :, 1 + h:].expand(n, c, -1, -1)], dim=2)
         feats = self.encode_tokens(tokens.repeat(n, 1), embeds.flatten(0, 1)).view(n, c, -1)
-        feats = feats / feats.norm(dim=-1, keepdim=True)
+        if not self.raw:
+            feats = feats / feats.norm(dim=-1, keepdim=True)
         return feats if per_video else feats[0]

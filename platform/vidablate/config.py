@@ -42,6 +42,10 @@ class BackboneKnobs:
     """Fine-tune the visual projection ("the last fully connected layer", isclip §II-B)."""
     train_text: bool = False
     """Fine-tune the CLIP text tower (X-CLIP Table 7); frozen (and cached) by default."""
+    temperature: float = 0.0
+    """tau of the cosine logits, logits = cos / tau; 0 = the backbone's logit scale
+    (exp(logit_scale) = 100 for OpenAI CLIP, which X-CLIP, STDD, OmniCLIP and IS-CLIP keep).
+    MotionPrompt §4.1 sets tau = 0.07 (Eq. 3)."""
 
 
 def _inputs(self: Any) -> frozenset[str]:
@@ -122,8 +126,13 @@ class DataConfig:
     frame is fed). With more frames than T, ``sampling`` and multi-view evaluation choose
     among them, so the frame-count tables vary T over the same videos."""
     imu_rate: int = 16
-    """IMU samples per video frame (the STFT input is T * imu_rate samples, cut to the sampled
-    frames)."""
+    """IMU samples per model frame: the STFT input is T * imu_rate samples."""
+    imu_span: str = "clip"
+    """Which IMU a clip gets: ``clip`` = the time span the sampled clip covers (every frame of
+    sparse sampling's segments; a dense clip's window; each evaluation view its own), resampled
+    to T * imu_rate samples (isclip §II-B: IMU data "of the same time period"); ``frames`` =
+    only the sampled frames' own 1/fps spans, imu_rate samples each (for 8 sparse frames of a
+    10 s, 30 fps video that is 2.7 % of its duration)."""
     num_distractors: int = 1
     """Synthetic: distractor objects per clip."""
     seed: int = 0
@@ -311,6 +320,9 @@ class ExperimentConfig:
         m, d, t = self.model, self.data, self.trainer
         if m.trainable_blocks < 0:
             raise ConfigError("model.trainable_blocks must be >= 0")
+        if not m.temperature >= 0:
+            raise ConfigError(f"model.temperature must be >= 0 (0 = the backbone's logit scale), "
+                              f"got {m.temperature}")
         spec = vision_spec(m.backbone)
         if spec is not None and weights_need_quick_gelu(m.pretrained) and not spec.quick_gelu:
             raise ConfigError(
@@ -414,6 +426,8 @@ def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig)
         raise ConfigError(f"data.sampling must be one of {SAMPLINGS}, got {d.sampling!r}")
     if d.decoder not in DECODERS:
         raise ConfigError(f"data.decoder must be one of {DECODERS}, got {d.decoder!r}")
+    if d.imu_span not in ("clip", "frames"):
+        raise ConfigError(f"data.imu_span must be clip|frames, got {d.imu_span!r}")
     if d.on_corrupt not in ("skip", "fail"):
         raise ConfigError(f"data.on_corrupt must be skip|fail, got {d.on_corrupt!r}")
     if t.compile_mode not in COMPILE_MODES:

@@ -25,6 +25,8 @@ for the built configuration, and ``param_groups`` what does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -229,12 +231,14 @@ def build_model(cfg: ModelConfig, num_frames: int) -> VideoCLIP:
         else parts.train_visual_proj,
         teacher=parts.teacher,
         hooks=parts.hooks,
-        return_patches=parts.needs_patches,
+        return_patches=parts.patches or False,
     )
     text = TextEncoder(clip, tokenizer, parts.templates or cfg.prompt_template,
-                       trainable=cfg.train_text)
+                       trainable=cfg.train_text, raw=parts.raw_text)
+    scale = clip.logit_scale if not cfg.temperature else \
+        torch.tensor(math.log(1.0 / cfg.temperature))
     return VideoCLIP(
-        frames, text, clip.logit_scale, attached=parts.attached, inputs=parts.inputs,
+        frames, text, scale, attached=parts.attached, inputs=parts.inputs,
         refiners=parts.refiners, pool=parts.pool,
         prompts=parts.prompts(text) if parts.prompts is not None else None,
         text_refiners=parts.text_refiners, cross_modal=parts.cross_modal, head=parts.head,

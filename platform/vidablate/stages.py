@@ -88,7 +88,11 @@ class Parts:
     heads: int
     spec: VisionSpec | None = None
     hooks: dict[int, dict[str, Any]] = field(default_factory=dict)
-    needs_patches: bool = False
+    patches: str | None = None
+    """Patch tokens a stage reads: ``projected`` (CLIP's ln_post and projection) or ``raw``
+    (as the last block left them)."""
+    raw_text: bool = False
+    """Text features stay unnormalised (``encode_text``'s output) until the head."""
     teacher: bool = False
     """Build the frozen teacher copy of the tower (feature distillation)."""
     attached: dict[str, nn.Module | None] = field(default_factory=dict)

@@ -34,8 +34,10 @@ def _clips(files, sampling, **kw):
     return ManifestClips(records, files["test"].parent, sampling, imu_rate=SPEC.imu_rate, **kw)
 
 
-def test_sparse_eval_views_decode_the_right_frames_and_imu(exported):
-    s = ClipSampling(num_frames=4, image_size=32, mode="sparse", temporal_views=2)
+@pytest.mark.parametrize("imu_span", ["frames", "clip"])
+def test_sparse_eval_views_decode_the_right_frames_and_imu(exported, imu_span):
+    s = ClipSampling(num_frames=4, image_size=32, mode="sparse", temporal_views=2,
+                     imu_span=imu_span)
     ds = _clips(exported, s, use_imu=True, fps=8.0)
     item = ds[0]
     assert item["valid"] and item["video"].shape == (2, 4, 3, 32, 32)
@@ -53,7 +55,12 @@ def test_sparse_eval_views_decode_the_right_frames_and_imu(exported):
             errors.append(float((decoded - frames).abs().mean()))
         assert int(np.argmin(errors)) == offset and errors[offset] < 0.03, errors
         idx = np.arange(4) * 4 + offset
-        imu = raw["imu"][0].reshape(6, 16, 4)[:, idx].reshape(6, -1)
+        if imu_span == "frames":  # the 4 sampled frames' own samples
+            imu = raw["imu"][0].reshape(6, 16, 4)[:, idx].reshape(6, -1)
+        else:  # the whole 16-frame span the segments cover, resampled to 4 x 4 samples
+            source = (np.arange(64) + 0.5) / 4  # sample k at (k + 0.5) / imu_rate frames
+            times = (np.arange(16) + 0.5) * 16 / 16
+            imu = np.stack([np.interp(times, source, ch) for ch in raw["imu"][0]])
         assert np.allclose(item["imu"][view].numpy(), imu, atol=1e-5)
 
 

@@ -98,11 +98,16 @@ def test_source_frames_are_sampled_with_their_imu():
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
     # sparse eval, 2 views of 8 segments of 2 frames: view 0 -> frames 0,2,..; view 1 -> 1,3,..
+    # IMU (data.imu_span=clip): the 16 rendered frames the segments cover, resampled to
+    # 8 x 16 samples at the centres of 128 equal bins (sample k sits at (k + 0.5) / 16 frames)
+    source = (np.arange(256) + 0.5) / 16
+    times = (np.arange(128) + 0.5) * 16 / 128
+    imu = torch.from_numpy(np.stack([np.interp(times, source, ch) for ch in raw["imu"][row]])
+                           ).float()
     for view, offset in ((0, 0), (1, 1)):
         expect = (frames[offset::2] - mean) / std
         assert torch.allclose(item["video"][view], expect, atol=1e-5)
-        imu = torch.from_numpy(raw["imu"][row]).view(6, 16, 16)[:, offset::2].reshape(6, -1)
-        assert torch.equal(item["imu"][view], imu)
+        torch.testing.assert_close(item["imu"][view], imu, rtol=0, atol=1e-6)
     train = data.train[0]
     assert train["video"].shape == (8, 3, 32, 32) and train["imu"].shape == (6, 128)
 

@@ -195,6 +195,9 @@ def test_mit_with_sgam_pools_the_refined_frames(tiny_model):
 
 
 def _reference_prompt(vsp: VideoSpecificPrompt, text: torch.Tensor, patches: torch.Tensor):
+    if vsp.visual_ln is not None:  # official: own LayerNorm(W) and W->D projection per token
+        ln = vsp.visual_ln
+        patches = F.layer_norm(patches, patches.shape[-1:], ln.weight, ln.bias) @ vsp.visual_proj
     visual = vsp.norm(patches.mean(dim=1))  # z_bar: time-averaged patch tokens
     x = text
     for layer in vsp.layers:
@@ -258,7 +261,9 @@ def test_video_prompt_with_zero_alpha_is_the_baseline(tiny_model):
     video = _video()
     out = model.encode_video(video)
     text = model.encode_text(CLASSES, out.ctx)
-    assert torch.equal(text, base.text(CLASSES).expand(B, -1, -1))  # c + 0 * c_tilde = c
+    raw = base.text.encode_tokens(base.text.tokenize([base.text.template.format(c)
+                                                      for c in CLASSES]))
+    assert torch.equal(text, raw.expand(B, -1, -1))  # c + 0 * c_tilde = c, c unnormalised
     assert torch.equal(out.video, base.encode_video(video).video)
     # per-video text goes through einsum instead of a matmul: equal up to rounding
     torch.testing.assert_close(model(video, None, CLASSES)[0], base(video, None, CLASSES)[0],

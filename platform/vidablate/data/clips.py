@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .frames import open_clip_source
-from .imu import imu_for_frames, read_imu
+from .imu import imu_for_frames, imu_for_span, read_imu
 from .manifest import resolve_video
 from .video import AugmentSpec, VideoDecodeError, eval_views, sample_indices, train_clip
 
@@ -40,6 +40,10 @@ class ClipSampling:
     """Training augmentation; None = the evaluation geometry (resize + centre crop)."""
     temporal_views: int = 1
     spatial_crops: int = 1
+    imu_span: str = "clip"
+    """IMU of a view: ``clip`` = the span the view covers, resampled to T x imu_rate samples
+    (isclip §II-B: "the same time period"); ``frames`` = only the sampled frames' own 1/fps
+    spans, imu_rate samples each."""
 
     @property
     def views(self) -> int:
@@ -54,6 +58,14 @@ class ClipSampling:
         return [sample_indices(num_frames, self.num_frames, self.mode, train=False,
                                rate=self.rate, view=v, num_views=self.temporal_views,
                                first=first, last=last) for v in range(self.temporal_views)]
+
+    def span(self, indices: np.ndarray, first: int = 0, last: int | None = None
+             ) -> tuple[int, int]:
+        """Frames [start, stop) a view covers: sparse sampling reads T segments of frames
+        first..last, so all of them; a dense view its window of T frames ``rate`` apart."""
+        if self.mode == "sparse":
+            return first, (int(indices[-1]) if last is None else last) + 1
+        return int(indices[0]), int(indices[-1]) + 1
 
     def pixels(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
         """uint8 [T, H, W, 3] per temporal view -> [T, 3, S, S] (train, one view) or
@@ -145,7 +157,12 @@ class ManifestClips(Dataset):
             imu = None
             if self.use_imu:
                 stream = read_imu(resolve_video(rec["imu"], self.imu_root))
-                imu = [imu_for_frames(stream, v / fps, fps, self.imu_rate) for v in views]
+                if self.sampling.imu_span == "frames":
+                    imu = [imu_for_frames(stream, v / fps, fps, self.imu_rate) for v in views]
+                else:
+                    length = self.sampling.num_frames * self.imu_rate
+                    imu = [imu_for_span(stream, a / fps, b / fps, length)
+                           for a, b in (self.sampling.span(v, first, last) for v in views)]
         except (VideoDecodeError, OSError, ValueError) as err:
             if self.on_corrupt == "fail":
                 raise VideoDecodeError(path, f"{err} (data.on_corrupt=fail)") from err

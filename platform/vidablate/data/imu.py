@@ -228,3 +228,23 @@ def imu_for_frames(
     for c in range(6):
         out[c] = np.interp(times, stream.t, stream.values[:, c].astype(np.float64))
     return out
+
+
+def imu_for_span(stream: ImuStream, start: float, end: float, samples: int) -> np.ndarray:
+    """IMU of the time span [start, end) seconds resampled to ``samples`` points: float32
+    [6, samples] at the centres of ``samples`` equal sub-intervals, by linear interpolation per
+    channel, holding the edge values outside the stream.
+
+    This is the IS-CLIP input of "the same time period" as the clip (isclip §II-B): the span
+    the sampled clip covers, not only the instants of its T frames, at the encoder's fixed
+    length. For an exported synthetic clip, the whole video's span and ``T * imu_rate`` samples
+    give back the generator's IMU array."""
+    if not end > start:
+        raise ValueError(f"the IMU span must have end > start, got [{start}, {end})")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    times = start + (np.arange(samples, dtype=np.float64) + 0.5) * ((end - start) / samples)
+    out = np.empty((6, samples), dtype=np.float32)
+    for c in range(6):
+        out[c] = np.interp(times, stream.t, stream.values[:, c].astype(np.float64))
+    return out

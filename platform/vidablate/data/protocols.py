@@ -116,7 +116,8 @@ def samplings(cfg: ExperimentConfig) -> tuple[ClipSampling, ClipSampling]:
     d, e = cfg.data, cfg.eval
     augment = AugmentSpec(flip=d.aug_flip, color_jitter=d.aug_color_jitter,
                           grayscale=d.aug_grayscale, enabled=d.augment)
-    common = dict(num_frames=d.num_frames, image_size=d.image_size, rate=d.sampling_rate)
+    common = dict(num_frames=d.num_frames, image_size=d.image_size, rate=d.sampling_rate,
+                  imu_span=d.imu_span)
     return (ClipSampling(**common, mode=d.sampling, train=True, augment=augment),
             ClipSampling(**common, mode=e.sampling or d.sampling, train=False,
                          temporal_views=e.temporal_views, spatial_crops=e.spatial_crops))

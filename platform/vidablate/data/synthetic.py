@@ -350,8 +350,18 @@ class SyntheticVideoIMU(Dataset):
         s = self.sampling
         views = s.indices(self.spec.num_frames, rng=item_rng())
         video = s.pixels([self.video[idx][v] for v in views])
-        per_frame = self.imu[idx].numpy().reshape(6, self.spec.num_frames, self.spec.imu_rate)
-        imu = [per_frame[:, v].reshape(6, -1) for v in views]
+        full, r = self.imu[idx].numpy(), self.spec.imu_rate
+        if s.imu_span == "frames":
+            per_frame = full.reshape(6, self.spec.num_frames, r)
+            imu = [per_frame[:, v].reshape(6, -1) for v in views]
+        else:  # sample k of frame t sits at t + (k + 0.5) / r frames (converters.export_synthetic)
+            source = (np.arange(full.shape[1], dtype=np.float64) + 0.5) / r
+            length = s.num_frames * r
+            imu = []
+            for v in views:
+                a, b = s.span(v, 0, self.spec.num_frames - 1)
+                times = a + (np.arange(length, dtype=np.float64) + 0.5) * ((b - a) / length)
+                imu.append(np.stack([np.interp(times, source, ch) for ch in full]))
         return pack(s, video, imu, int(self.labels[idx]), int(idx))
 
 

@@ -43,6 +43,8 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 MCB_VIDEO = ("pooled", "frames")
 """What SMA's key/value is: the pooled video V of Eq. 2, or the T frame features."""
+MCB_TEXT = ("raw", "unit")
+"""The class text MCB reads: the text encoder's output, or its L2-normalised form."""
 
 
 # --------------------------------------------------------------------------- MMB (§3.2)
@@ -243,14 +245,19 @@ class MultimodalCommunicationBlock(nn.Module):
 
     SMA (Semantic Matching Attention): text queries the video, T' = T + SMA(T, V, V).
     SAA (Semantic Allocating Attention): video queries the text, V' = V + SAA(V, T, T).
-    ``prenorm`` LayerNorms queries and keys/values inside each attention (the residual adds to
-    the un-normalised input): the unit-norm text and the un-normalised video then enter the
-    attention at the same scale. The paper only says "standard cross attention with residual
-    connection".
+    T are the class text representations as the text encoder gives them (Eq. 1, unnormalised:
+    the cosine of Eq. 3 normalises after MCB) and V the video representation of Eq. 6. With V one
+    vector (Eq. 6) SMA has a single key, so it adds the same vector to every class's text; the
+    cosine of Eq. 3 still ranks the classes differently after it. "Standard cross attention with
+    residual connection" (§3.4): ``prenorm=False``. ``prenorm=True`` LayerNorms queries and
+    keys/values inside each attention (the residual adds to the un-normalised input), and
+    ``unit_text`` L2-normalises the text first (the earlier behaviour of this project).
     """
 
-    def __init__(self, dim: int, heads: int = 8, prenorm: bool = True) -> None:
+    def __init__(self, dim: int, heads: int = 8, prenorm: bool = False,
+                 unit_text: bool = False) -> None:
         super().__init__()
+        self.unit_text = unit_text
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}")
         self.sma = nn.MultiheadAttention(dim, heads, batch_first=True)
@@ -269,6 +276,8 @@ class MultimodalCommunicationBlock(nn.Module):
             raise ValueError(f"MCB takes text [C, D] or [B={b}, C, D], got {tuple(text.shape)} "
                              "(per-class prompt sets [C, K, D] are not supported)")
         text = text.to(video.dtype)
+        if self.unit_text:
+            text = torch.nn.functional.normalize(text, dim=-1)
         kv = video.unsqueeze(1) if video_tokens is None else video_tokens.to(video.dtype)
         kv = self.sma_kv(kv)
         matched = self.sma(self.sma_q(text), kv, kv, need_weights=False)[0]
@@ -348,8 +357,13 @@ class MotionPromptKnobs:
     mcb_video: str = "pooled"
     """SMA's key/value: ``pooled`` = the video representation V of Eq. 2 (one token);
     ``frames`` = the T frame features."""
-    mcb_prenorm: bool = True
-    """LayerNorm queries and keys/values inside SMA/SAA (text is unit-norm, video is not)."""
+    mcb_prenorm: bool = False
+    """LayerNorm queries and keys/values inside SMA/SAA; off = "the standard cross attention
+    with residual connection" of §3.4."""
+    mcb_text: str = "raw"
+    """The class text MCB reads: raw (the text encoder's output T of Eq. 1, unnormalised; Eq. 3
+    takes the cosine after MCB) | unit (L2-normalised first: with unit text the SMA prefix
+    dominates and the class texts nearly collapse at initialisation)."""
 
 
 def validate(ctx: ValidationContext) -> None:
@@ -377,6 +391,8 @@ def validate(ctx: ValidationContext) -> None:
                           f"model.map_length={m.map_length}")
     if m.mcb_video not in MCB_VIDEO:
         raise ConfigError(f"model.mcb_video must be one of {MCB_VIDEO}, got {m.mcb_video!r}")
+    if m.mcb_text not in MCB_TEXT:
+        raise ConfigError(f"model.mcb_text must be one of {MCB_TEXT}, got {m.mcb_text!r}")
     dim = ctx.spec.embed_dim if ctx.spec is not None else None
     for toggle, heads in (("mmb", "mmb_heads"), ("mcb", "mcb_heads")):
         if getattr(m, toggle) and dim is not None and dim % getattr(m, heads):
@@ -403,8 +419,10 @@ def build(cfg: MotionPromptKnobs, parts: Parts) -> None:
             text, cfg.map_length, phrase, dim, cfg.map_hidden, cfg.map_activation,
             cfg.map_zero_init, fallback_step=step), "model.map")
     if cfg.mcb:
+        parts.raw_text = parts.raw_text or cfg.mcb_text == "raw"
         parts.set_cross_modal(MCBStage(
-            MultimodalCommunicationBlock(parts.dim, cfg.mcb_heads, cfg.mcb_prenorm),
+            MultimodalCommunicationBlock(parts.dim, cfg.mcb_heads, cfg.mcb_prenorm,
+                                         unit_text=cfg.mcb_text == "unit"),
             use_frames=cfg.mcb_video == "frames"), "model.mcb")
 
 

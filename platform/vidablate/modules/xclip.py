@@ -198,22 +198,39 @@ class VideoSpecificPrompt(nn.Module):
     The text features c query z_bar, the patch tokens averaged over time (after a LayerNorm),
     through ``layers`` blocks (§4.1: 2); the result c_tilde is scaled by a learnable per-channel
     alpha initialised to 0.1 (official: ``alpha * ones(D)``) and added: c_hat = c + alpha *
-    c_tilde. Patch tokens come from ``ctx.patches`` [B, T, P, D] (CLIP's ln_post and visual
-    projection; the official code uses its own LayerNorm and a new W->D projection instead).
-    Text may be shared [C, D] or per video [B, C, D]; the output is [B, C, D].
+    c_tilde. Eq. 10 and the official code take c as the text tower's output, unnormalised
+    (``model.vprompt_text=raw``).
+
+    Patch tokens come from ``ctx.patches``. With ``visual_width`` > 0 (official,
+    ``model.vprompt_visual=own``) they are the last block's tokens [B, T, P, W]: each goes
+    through the prompt's own LayerNorm(W) and W->D projection (official ``prompts_visual_ln``,
+    ``prompts_visual_proj``, initialised N(0, 1) and trained with the new modules) before the
+    mean over time; with ``visual_width=0`` they are [B, T, P, D] after CLIP's ln_post and
+    visual projection (shared with, and frozen with, the CLS path). Text may be shared [C, D] or
+    per video [B, C, D]; the output is [B, C, D]. ``unit_text`` L2-normalises the text first.
     """
 
-    def __init__(self, dim: int, layers: int = 2, heads: int = 0, alpha: float = 0.1) -> None:
+    def __init__(self, dim: int, layers: int = 2, heads: int = 0, alpha: float = 0.1,
+                 visual_width: int = 0, unit_text: bool = False) -> None:
         super().__init__()
+        self.unit_text = unit_text
         heads = auto_heads(dim, heads)
         self.norm = nn.LayerNorm(dim)
         self.layers = nn.ModuleList(PromptGeneratorLayer(dim, heads) for _ in range(layers))
         self.apply(_trunc_normal_init)
         self.alpha = nn.Parameter(torch.full((dim,), float(alpha)))
+        self.visual_ln = nn.LayerNorm(visual_width) if visual_width else None
+        self.visual_proj = nn.Parameter(torch.randn(visual_width, dim)) if visual_width else None
+
+    def visual_tokens(self, patches: torch.Tensor) -> torch.Tensor:
+        """z_bar: patches [B, T, P, W or D] -> LayerNormed time average [B, P, D]."""
+        if self.visual_ln is not None:
+            patches = self.visual_ln(patches) @ self.visual_proj.to(patches.dtype)
+        return self.norm(patches.mean(dim=1))
 
     def prompt(self, text: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        """alpha * c_tilde for text [B, C, D] and patches [B, T, P, D] -> [B, C, D]."""
-        visual = self.norm(patches.mean(dim=1))
+        """alpha * c_tilde for text [B, C, D] and patches -> [B, C, D]."""
+        visual = self.visual_tokens(patches)
         x = text
         for layer in self.layers:
             x = layer(x, visual)
@@ -223,7 +240,7 @@ class VideoSpecificPrompt(nn.Module):
         patches = ctx.patches
         if patches is None:
             raise ValueError("the video-specific prompt needs patch tokens (ctx.patches); "
-                             "build the tower with return_patches=True")
+                             "build the tower with return_patches")
         b = patches.shape[0]
         if text.dim() == 2:
             text = text.unsqueeze(0).expand(b, -1, -1)
@@ -231,6 +248,8 @@ class VideoSpecificPrompt(nn.Module):
             raise ValueError(f"the video-specific prompt takes text [C, D] or [B={b}, C, D], "
                              f"got {tuple(text.shape)}")
         text = text.to(patches.dtype)
+        if self.unit_text:
+            text = F.normalize(text, dim=-1)
         return text + self.prompt(text, patches)
 
 
@@ -300,6 +319,10 @@ class LearnableContext(nn.Module):
         return self.text.encode_context(self.context, class_names)
 
 
+VPROMPT_TEXT = ("raw", "unit")
+VPROMPT_VISUAL = ("own", "clip")
+
+
 def ctx_fits(length: int, context_length: int) -> bool:
     """Whether H learnable vectors leave room for SOS, one class token and EOT."""
     return length + 3 <= context_length
@@ -339,6 +362,15 @@ class XCLIPKnobs:
     vprompt_alpha: float = 0.1
     """Initial value of the learnable per-channel alpha (xclip §3.3: "initial value of 0.1";
     official: one alpha per channel)."""
+    vprompt_text: str = "raw"
+    """The class text the prompt refines: raw (the text tower's output, unnormalised: Eq. 10's
+    c and the official ``encode_text``) | unit (L2-normalised features; at ViT-B/16 size and the
+    official init the unit text is turned far more by alpha * c_tilde at initialisation)."""
+    vprompt_visual: str = "own"
+    """The patch tokens the prompt reads: own (official: the last block's tokens through the
+    prompt's own LayerNorm and a new W->D projection, ``prompts_visual_ln`` /
+    ``prompts_visual_proj``, trained at the new-module rate) | clip (CLIP's ln_post and visual
+    projection, shared with the CLS path and frozen with it)."""
     linear_head: bool = False
     """"w/o text" (xclip Table 8): a randomly initialised linear classifier on the video
     embedding instead of the text branch; closed-set protocol only."""
@@ -367,6 +399,9 @@ def validate(ctx: ValidationContext) -> None:
     for name in ("cct_heads", "mit_heads", "vprompt_heads"):
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0 (0 = the official default)")
+    for name, allowed in (("vprompt_text", VPROMPT_TEXT), ("vprompt_visual", VPROMPT_VISUAL)):
+        if getattr(m, name) not in allowed:
+            raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(m, name)!r}")
     if m.prompt_ensemble and ctx.on("prompts"):
         raise ConfigError(f"model.prompt_ensemble averages hand-crafted templates, but "
                           f"model.{ctx.on('prompts')[0]} replaces them; turn one off")
@@ -416,10 +451,13 @@ def build(cfg: XCLIPKnobs, parts: Parts) -> None:
         parts.refiners.append(
             MultiFrameIntegration(parts.dim, parts.num_frames, cfg.mit_depth, cfg.mit_heads))
     if cfg.video_prompt:
-        parts.needs_patches = True
+        own = cfg.vprompt_visual == "own"
+        parts.patches = "raw" if own else "projected"
+        parts.raw_text = parts.raw_text or cfg.vprompt_text == "raw"
         parts.text_refiners.append(
             VideoSpecificPrompt(parts.dim, cfg.vprompt_layers, cfg.vprompt_heads,
-                                cfg.vprompt_alpha))
+                                cfg.vprompt_alpha, parts.width if own else 0,
+                                unit_text=cfg.vprompt_text == "unit"))
     if cfg.linear_head:
         parts.set_head(LinearHead(parts.dim, cfg.linear_head_classes), "model.linear_head")
     if cfg.prompt_ensemble:
