@@ -107,7 +107,7 @@ def test_separate_mixing_is_eq5():
     torch.manual_seed(0)
     v = torch.randn(2, 6, 3, 16)
     d, delta = 3, 2
-    out = channel_mix(v, delta, d, "separate")
+    out = channel_mix(v, delta, d, "separate", edge="zero")
     for t in range(6):
         expected = torch.cat([_frame(v, t - delta)[..., :d], _frame(v, t + delta)[..., d:2 * d],
                               v[:, t, :, 2 * d:]], dim=-1)
@@ -118,7 +118,7 @@ def test_continual_mixing_is_eq6():
     torch.manual_seed(0)
     v = torch.randn(2, 6, 3, 16)
     d = 4  # d/delta = 2 channels per neighbour
-    out = channel_mix(v, 2, d, "continual")
+    out = channel_mix(v, 2, d, "continual", edge="zero")
     for t in range(6):
         expected = torch.cat([_frame(v, t - 2)[..., 0:2], _frame(v, t - 1)[..., 2:4],
                               _frame(v, t + 1)[..., 4:6], _frame(v, t + 2)[..., 6:8],
@@ -155,18 +155,20 @@ def test_continual_mixing_matches_the_official_code():
     fold = 16  # d = 4
     assert torch.equal(channel_mix(v, 1, 4), _official_channel_mixing(v, 1, fold))
     ours, official = channel_mix(v, 2, 4), _official_channel_mixing(v, 2, fold)
-    # equal wherever t-2 and t+2 exist; at t=1 / t=T-2 the official code leaves the t-1 / t+1
-    # slice where Eq. 6 (and this module) zero-fill
-    assert torch.equal(ours[:, 2:-2], official[:, 2:-2])
-    assert (ours[:, 1, :, :2] == 0).all() and not (official[:, 1, :, :2] == 0).all()
+    assert torch.equal(ours, official)  # the default edge rule is the official one
+    # at t=1 / t=T-2 the official code leaves the t-1 / t+1 slice where zero-fill has zeros
+    zero = channel_mix(v, 2, 4, edge="zero")
+    assert torch.equal(zero[:, 2:-2], official[:, 2:-2])
+    assert (zero[:, 1, :, :2] == 0).all() and torch.equal(official[:, 1, :, :2], v[:, 0, :, :2])
 
 
 # --------------------------------------------------------------------------- STCA vs reference
 
 
-def _reference_block(blk, x, t_len, grid, scales, gamma, mode="continual"):
+def _reference_block(blk, x, t_len, grid, scales, gamma, mode="continual", edge="nearest"):
     """Direct port of the official ``STCrossAttentionBlock.forward`` at evaluation without the
-    temporal shuffle (batch-first; 2x2 windows, r=0.5), with Eq. 5/6 mixing written per frame."""
+    temporal shuffle (batch-first; 2x2 windows, r=0.5). Mixing: the official channel mixing
+    (``edge="nearest"``, continual), or Eq. 5/6 written per frame with zeros beyond the clip."""
     bt, _, w = x.shape
     b = bt // t_len
     gh, gw = grid
@@ -194,7 +196,9 @@ def _reference_block(blk, x, t_len, grid, scales, gamma, mode="continual"):
     agg = []
     for delta in scales:
         mixed = torch.empty_like(x_mask)
-        for t in range(t_len):
+        if edge == "nearest":
+            mixed = _official_channel_mixing(x_mask, delta, round(1 / gamma))
+        for t in range(t_len if edge == "zero" else 0):
             def fr(s, lo, hi, t=t):
                 return x_mask[:, s, :, lo:hi] if 0 <= s < t_len else \
                     torch.zeros_like(x_mask[:, 0, :, lo:hi])
@@ -215,15 +219,16 @@ def _reference_block(blk, x, t_len, grid, scales, gamma, mode="continual"):
     return pad + blk.mlp(blk.ln_2(xs))
 
 
-@pytest.mark.parametrize(("scales", "mode"), [((1, 2), "continual"), ((1,), "continual"),
-                                              ((1, 2), "separate")])
-def test_stca_block_matches_the_official_block(scales, mode):
+@pytest.mark.parametrize(("scales", "mode", "edge"), [
+    ((1, 2), "continual", "nearest"), ((1,), "continual", "nearest"), ((2,), "continual", "nearest"),
+    ((1, 2), "continual", "zero"), ((1, 2), "separate", "zero")])
+def test_stca_block_matches_the_official_block(scales, mode, edge):
     blk = _block()
     grid, t_len = (4, 4), 5
     x = torch.randn(2 * t_len, 17, 32, generator=torch.Generator().manual_seed(1))
-    stca = SpaceTimeCrossAttention((2, 2), 0.5, scales, 1 / 8, mode).eval()
+    stca = SpaceTimeCrossAttention((2, 2), 0.5, scales, 1 / 8, mode, edge=edge).eval()
     ours = VideoBlock(blk, attention=stca)(x, t_len, grid)
-    ref = _reference_block(blk, x, t_len, grid, scales, 1 / 8, mode)
+    ref = _reference_block(blk, x, t_len, grid, scales, 1 / 8, mode, edge)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 

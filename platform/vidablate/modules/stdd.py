@@ -37,6 +37,7 @@ DEFAULT_PROMPT_FILE = (Path(__file__).resolve().parents[1] / "assets" / "prompts
 used when ``model.align_prompt_file`` is empty."""
 
 MCM_MODES = ("separate", "continual")
+MCM_EDGES = ("nearest", "zero")
 WSM_TRAIN_PHASES = ("shift", "shuffle", "fixed")
 STCA_SHORTCUTS = ("mixed", "frame")
 STCA_QUERIES = ("mixed", "frame")
@@ -119,29 +120,42 @@ def visible_index_table(grid: tuple[int, int], window: tuple[int, int], ratio: f
 # --------------------------------------------------------------------------- MCM (Eq. 5-6)
 
 
-def _from_frame(v: torch.Tensor, offset: int, lo: int, hi: int) -> torch.Tensor:
-    """Channels [lo, hi) of frame t + offset for every frame t; zeros beyond the clip's ends."""
+def _from_frame(v: torch.Tensor, offset: int, lo: int, hi: int, edge: str = "nearest"
+                ) -> torch.Tensor:
+    """Channels [lo, hi) of frame t + offset for every frame t. Where t + offset lies outside
+    the clip: ``zero`` fills zeros; ``nearest`` takes the clip's end frame on that side (so
+    t - 2 falls back to t - 1 at t = 1, as the official code's nested writes leave it), and
+    zeros only where there is no other frame on that side."""
     t = v.shape[1]
     piece = v[..., lo:hi]
-    if abs(offset) >= t:
-        return torch.zeros_like(piece)
-    pad = torch.zeros_like(piece[:, :abs(offset)])
-    if offset < 0:
-        return torch.cat([pad, piece[:, :t + offset]], dim=1)
-    return torch.cat([piece[:, offset:], pad], dim=1)
+    frames = torch.arange(t, device=v.device)
+    src = frames + offset
+    if edge == "nearest":
+        src = src.clamp(0, t - 1)
+        valid = src != frames
+    else:
+        valid = (src >= 0) & (src < t)
+    out = piece.index_select(1, src.clamp(0, t - 1))
+    shape = [1, t] + [1] * (piece.dim() - 2)
+    return out * valid.view(shape).to(out.dtype)
 
 
-def channel_mix(v: torch.Tensor, delta: int, d: int, mode: str = "continual") -> torch.Tensor:
+def channel_mix(v: torch.Tensor, delta: int, d: int, mode: str = "continual",
+                edge: str = "nearest") -> torch.Tensor:
     """Multi-scale Channel Mixing of window-shifted tokens at temporal scale delta.
 
     v [B, T, N', D] -> [B, T, N', D]. ``separate`` (Eq. 5): [z_{t-delta}(0:d); z_{t+delta}(d:2d);
     z_t(2d:D)]. ``continual`` (Eq. 6): the 2d mixed channels are split into delta slices per side,
     z_{t-delta} ... z_{t-1} fill (0:d) and z_{t+1} ... z_{t+delta} fill (d:2d) ("divided by delta
-    to achieve zero-cost dimensionality reduction"). Frames outside the clip contribute zeros
-    (official). For delta = 1 the two modes coincide.
+    to achieve zero-cost dimensionality reduction"). The paper does not say what a frame near
+    the clip's ends mixes in; ``edge`` (see ``_from_frame``): ``nearest`` is what the official
+    code computes at scales 1 and 2, ``zero`` fills zeros. For delta = 1 the two modes
+    coincide, and so do the edge rules.
     """
     if mode not in MCM_MODES:
         raise ValueError(f"mode must be one of {MCM_MODES}, got {mode!r}")
+    if edge not in MCM_EDGES:
+        raise ValueError(f"edge must be one of {MCM_EDGES}, got {edge!r}")
     if not 1 <= 2 * d <= v.shape[-1]:
         raise ValueError(f"cannot mix 2*{d} channels of {v.shape[-1]}")
     if mode == "separate":
@@ -152,7 +166,7 @@ def channel_mix(v: torch.Tensor, delta: int, d: int, mode: str = "continual") ->
         b = [round(k * d / delta) for k in range(delta + 1)]
         pieces = [(-(delta - k), b[k], b[k + 1]) for k in range(delta)]
         pieces += [(k + 1, d + b[k], d + b[k + 1]) for k in range(delta)]
-    parts = [_from_frame(v, off, lo, hi) for off, lo, hi in pieces]
+    parts = [_from_frame(v, off, lo, hi, edge) for off, lo, hi in pieces]
     return torch.cat(parts + [v[..., 2 * d:]], dim=-1)
 
 
@@ -200,6 +214,7 @@ class SpaceTimeCrossAttention(nn.Module):
         shortcut: str = "mixed",
         query: str = "mixed",
         train_phase: str = "shift",
+        edge: str = "nearest",
     ) -> None:
         super().__init__()
         if mode not in MCM_MODES:
@@ -216,7 +231,9 @@ class SpaceTimeCrossAttention(nn.Module):
         self.window, self.mask_ratio = tuple(window), float(mask_ratio)
         self.masking = masked_per_window(window, mask_ratio) > 0
         self.scales = tuple(scales)
-        self.gamma, self.mode = gamma, mode
+        if edge not in MCM_EDGES:
+            raise ValueError(f"edge must be one of {MCM_EDGES}, got {edge!r}")
+        self.gamma, self.mode, self.edge = gamma, mode, edge
         self.shortcut, self.query, self.train_phase = shortcut, query, train_phase
         self._tables: dict[tuple, torch.Tensor] = {}
 
@@ -270,7 +287,8 @@ class SpaceTimeCrossAttention(nn.Module):
         outs = []
         for delta in (self.scales or (0,)):
             if delta:
-                mixed = channel_mix(vis.view(clips, num_frames, kept, width), delta, d, self.mode)
+                mixed = channel_mix(vis.view(clips, num_frames, kept, width), delta, d, self.mode,
+                                    self.edge)
                 zm = torch.cat([cls, mixed.reshape(bt, kept, width), extra], dim=1)
             else:
                 zm = z
@@ -489,6 +507,10 @@ class STDDKnobs:
     TEMPORAL_SCALE [1,2])."""
     mcm_mode: str = "continual"
     """separate (Eq. 5) | continual (Eq. 6; Table 4 best; what the official code does)."""
+    mcm_edge: str = "nearest"
+    """What a frame near the clip's ends mixes in where t +- k lies outside the clip (the paper
+    does not say): nearest (official: the end frame on that side, e.g. t - 1 for t - 2 at t = 1;
+    zeros only with no frame on that side) | zero."""
     stca_shortcut: str = "mixed"
     """Short-cut of the per-scale MHSA: mixed (official ``x_mix + attention(ln_1(x_mix))``) |
     frame (the unmixed tokens z_t, Eq. 7 as printed)."""
@@ -524,6 +546,7 @@ def validate(ctx: ValidationContext) -> None:
     """STDD knobs (stdd §3): STCA geometry against the backbone, adaptation, prompt file."""
     m, d, spec = ctx.model, ctx.data, ctx.spec
     for name, allowed in (("wsm_train_phase", WSM_TRAIN_PHASES), ("mcm_mode", MCM_MODES),
+                          ("mcm_edge", MCM_EDGES),
                           ("stca_shortcut", STCA_SHORTCUTS), ("stca_query", STCA_QUERIES),
                           ("stdd_adaptation", ADAPTATIONS), ("align_prompt_sets", PROMPT_SETS)):
         if getattr(m, name) not in allowed:
@@ -600,7 +623,8 @@ def build(cfg: STDDKnobs, parts: Parts) -> None:
         stca = dict(
             window=(cfg.wsm_w1, cfg.wsm_w2), mask_ratio=cfg.wsm_ratio if cfg.wsm else 0.0,
             scales=parse_scales(cfg.mcm_scales) if cfg.mcm else (), gamma=cfg.mcm_gamma,
-            mode=cfg.mcm_mode, shortcut=cfg.stca_shortcut, query=cfg.stca_query,
+            mode=cfg.mcm_mode, edge=cfg.mcm_edge, shortcut=cfg.stca_shortcut,
+            query=cfg.stca_query,
             train_phase=cfg.wsm_train_phase)
         for i in parse_block_spec(cfg.stca_blocks, parts.depth):
             parts.hook(i, "attention", SpaceTimeCrossAttention(**stca))
