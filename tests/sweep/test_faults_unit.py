@@ -25,7 +25,8 @@ from vidablate.sweep.runner import (
     run_sweep,
 )
 from vidablate.sweep.space import TrialSpec, load_space
-from vidablate.sweep.tracking import DIVERGED_KEY, MLflowTrialCallback
+from vidablate.sweep.tracking import MLflowTrialCallback
+from vidablate.train.keys import DIVERGED_KEY
 from vidablate.train.loop import train_loop_per_worker
 
 from ..fakes import FakeTrain, run_until_preempted
@@ -199,8 +200,8 @@ def test_preemption_saves_mid_epoch_and_the_restart_continues_exactly(tmp_path, 
 
 def test_a_finished_trial_restored_from_its_last_checkpoint_replays_without_training(
         tmp_path, monkeypatch):
-    from vidablate.sweep.tracking import REPLAYED_KEY
     from vidablate.train import loop
+    from vidablate.train.keys import REPLAYED_KEY
 
     config = {"experiment": _experiment(epochs=2), "mlflow_run_id": None}
     done = FakeTrain(tmp_path)

@@ -27,6 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ..config import ConfigError, dotted_to_nested, merge
 from ..data.preflight import check_data
 from ..report.table import TrialOutcome, build_table, to_markdown, write_report
+from ..train.keys import DIVERGED_KEY
 from ..train.loop import train_loop_per_worker
 from .caching import (
     TrialCache,
@@ -41,7 +42,6 @@ from .caching import (
 )
 from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
 from .tracking import (
-    DIVERGED_KEY,
     HPOTrialCallback,
     MLflowTrialCallback,
     SweepTracker,

@@ -14,6 +14,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from ..config import dotted_to_nested, merge
+from ..train.keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
 from .space import TrialSpec
 
 SWEEP_TAG = "vidablate.sweep_id"
@@ -21,13 +23,6 @@ TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm", "top1",
                    "top5", "top1_std", "top5_std", "corrupt_train", "corrupt_eval", "feature_cache")
-KSHOT_KEY = "kshot_split"
-"""A trial's first report carries its drawn k-shot list (JSON), saved as an artifact."""
-DIVERGED_KEY = "diverged"
-"""Reported (with the reason) when the training loss is not finite; the trial stops, its run
-is marked FAILED with the reason as the ``vidablate.failure`` tag."""
-REPLAYED_KEY = "replayed"
-"""Marks a report that repeats a finished trial's final result; it is not logged again."""
 
 
 def tracked(key: str) -> bool:
@@ -244,8 +239,6 @@ class HPOTrialCallback(MLflowTrialCallback):
     def _run(self, trial: Any) -> str | None:
         key = self._key(trial)
         if key not in self.run_ids:
-            from ..config import dotted_to_nested, merge
-
             sampled = decode_hpo_config(trial.config)
             spec = TrialSpec(key, "hpo", self.seed,
                              merge(self.common, dotted_to_nested(sampled)), sampled)

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..config import ExperimentConfig, TrainConfig
 from ..data.protocols import PROTOCOL_METRICS, ProtocolData, build_protocol, protocol_metrics
 from ..model import VideoCLIP, build_model
-from ..sweep.tracking import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
 from .averaging import EpochAverage
 from .checkpoint import load_state, save_state
+from .keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
 
 
 def seed_everything(seed: int) -> None:
