@@ -26,6 +26,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ..config import ConfigError, dotted_to_nested, merge
 from ..data.preflight import check_data
+from ..report.hpo import hpo_table
 from ..report.table import TrialOutcome, build_table, to_markdown, write_report
 from ..train.keys import DIVERGED_KEY
 from ..train.loop import train_loop_per_worker
@@ -654,26 +655,3 @@ def _distribution(dim: dict[str, Any]) -> Any:
         return tune.randint(int(dim["low"]), int(dim["high"]) + 1)  # inclusive bounds
     return tune.choice(list(dim["values"]))
 
-
-def hpo_table(space: Space, rows: list[tuple[str, dict[str, Any], dict[str, float], str]]
-              ) -> tuple[str, str]:
-    """Markdown and CSV of an HPO sweep: one line per trial, its sampled values and metrics."""
-    keys = list(space.search)
-    metrics = list(space.metrics)
-    head = ["trial", *keys, *[space.metrics[m] for m in metrics], "status"]
-    md = [f"**{space.title or space.name}**: Optuna TPE, objective "
-          f"{space.objective['metric']} ({space.objective['mode']})", "",
-          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    csv = [",".join(["trial", *keys, *metrics, "status"])]
-    for key, values, result, status in rows:
-        vals = [_fmt_value(values.get(k)) for k in keys]
-        mets = [f"{result[m]:.1f}" if m in result else "" for m in metrics]
-        md.append("| " + " | ".join([key, *vals, *mets, status]) + " |")
-        csv.append(",".join([key, *vals, *mets, status]))
-    return "\n".join(md), "\n".join(csv) + "\n"
-
-
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return "" if value is None else str(value)
