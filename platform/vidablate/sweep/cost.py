@@ -53,6 +53,7 @@ def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats:
     from ..data import cache
     from ..model import build_model
     from ..train.loop import make_optimizers, seed_everything
+    from ..train.step import train_step
 
     cfg = ExperimentConfig.from_dict(experiment)
     use_gpu = cfg.trainer.use_gpu and torch.cuda.is_available()
@@ -75,15 +76,8 @@ def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats:
 
     def step(cached: bool) -> None:
         model.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits, out = model(None if cached else video, imu, names,
-                                tokens if cached else None)
-        loss = model.loss(logits.float(), out, target)["loss"]
-        for opt in optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimizers.values():
-            opt.step()
+        train_step(model, model, optimizers, tokens if cached else video, imu, names, target,
+                   device=device, cached=cached, autocast=autocast)
 
     @torch.no_grad()
     def forward(cached: bool) -> None:

@@ -27,6 +27,7 @@ from ..model import VideoCLIP, build_model
 from .averaging import EpochAverage
 from .checkpoint import load_state, save_state
 from .keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
+from .step import train_step
 
 
 def seed_everything(seed: int) -> None:
@@ -356,15 +357,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             video, target = video.to(device, non_blocking=True), target.to(device,
                                                                            non_blocking=True)
             imu = imu.to(device, non_blocking=True) if imu is not None else None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits, out = wrapped(None, imu, data.train_names, video) if cached \
-                    else wrapped(video, imu, data.train_names)
-            parts = model.loss(logits.float(), out, target, cfg.trainer.label_smoothing)
-            for opt in optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            (parts["loss"] * weight).backward()
-            for opt in optimizers.values():
-                opt.step()
+            parts = train_step(wrapped, model, optimizers, video, imu, data.train_names, target,
+                               device=device, cached=cached, autocast=autocast,
+                               label_smoothing=cfg.trainer.label_smoothing, weight=weight)
             sums[:4] += torch.stack([parts["loss"].detach(), parts["ce"].detach(),
                                      parts.get("kd", torch.zeros((), device=device)).detach(),
                                      torch.ones((), device=device)]).double()
