@@ -9,7 +9,8 @@ import pytest
 import yaml
 from ray import tune
 
-from vidablate.sweep.runner import _distribution, describe
+from vidablate.sweep.cost import describe
+from vidablate.sweep.runner import _distribution
 from vidablate.sweep.space import SpaceError, expand, load_space, sweep_id
 from vidablate.sweep.tracking import decode_hpo_config, encode_hpo_key
 
