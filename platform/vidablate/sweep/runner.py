@@ -18,17 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import ray.train
 from ray import tune
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
-from ..config import ConfigError, dotted_to_nested, merge
 from ..data.preflight import check_data
 from ..report.hpo import hpo_table
 from ..report.table import TrialOutcome, build_table, to_markdown, write_report
 from ..train.keys import DIVERGED_KEY
-from ..train.loop import train_loop_per_worker
 from .caching import (
     build_entries,
     cache_root,
@@ -36,10 +31,17 @@ from .caching import (
     describe_plan,
     ensure_folder,
     plan_trials,
-    trial_resources,
-    worker_resources,
 )
 from .cost import describe
+from .preflight import (
+    _redact,
+    check_local_gpu,
+    check_resources,
+    check_storage,
+    check_tracking,
+    check_tune_state,
+    tune_state_error,
+)
 from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
 from .tracking import (
     HPOTrialCallback,
@@ -51,11 +53,7 @@ from .tracking import (
     resolve_tracking_uri,
     use_driver_state,
 )
-
-TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
-"""The Tune trial only drives its TorchTrainer; the Train workers hold the CPUs/GPUs. Ray rejects
-an empty request, so the driver asks for no CPU and the memory it roughly uses; concurrency
-comes from max_concurrent (derived from the cluster's CPUs/GPUs)."""
+from .trial import TRIAL_DRIVER_RESOURCES, run_hpo_trial, run_trial
 
 
 @dataclass
@@ -116,46 +114,6 @@ def _trial_name(trial: Any) -> str:
     return str(trial.config["trial"])
 
 
-def run_trial(config: dict[str, Any], trials: dict[str, dict[str, Any]], train_root: str) -> None:
-    """The Tune function trainable: drive one TorchTrainer for one (row, seed)."""
-    _fit(config["trial"], trials[config["trial"]], train_root)
-
-
-def run_hpo_trial(config: dict[str, Any], common: dict[str, Any], train_root: str,
-                  cache_options: dict[str, Any] | None = None, packed: bool = False) -> None:
-    """The Tune function trainable of an HPO space: the Optuna-sampled values over the common
-    config, one TorchTrainer named after the trial's counter (stable across restores)."""
-    key = hpo_trial_key(tune.get_context().get_trial_id())
-    experiment = merge(common, dotted_to_nested(decode_hpo_config(config)))
-    _fit(key, {"experiment": experiment, "run_id": None, "cache": cache_options,
-               "packed": packed}, train_root)
-
-
-def _fit(name: str, spec: dict[str, Any], train_root: str) -> None:
-    t = spec["experiment"]["trainer"]
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"experiment": spec["experiment"], "mlflow_run_id": spec["run_id"],
-                           "cache": spec.get("cache")},
-        scaling_config=scaling_config(t, bool(spec.get("packed"))),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=train_root,
-            callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=t["max_failures"]),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    trainer.fit()
-
-
-def scaling_config(trainer: dict[str, Any], packed: bool) -> ray.train.ScalingConfig:
-    """Ray Train workers of one trial; a packed trial's workers ask for a GPU fraction."""
-    return ray.train.ScalingConfig(
-        num_workers=trainer["num_workers"], use_gpu=trainer["use_gpu"],
-        resources_per_worker=worker_resources(trainer, packed))
-
-
 def _cache_root(settings: SweepSettings) -> str:
     path = settings.cache_path
     if path and "://" not in path:
@@ -173,85 +131,6 @@ def _concurrency(trials: list[TrialSpec], settings: SweepSettings,
     if settings.max_concurrent > 0:
         return settings.max_concurrent
     return concurrency(trials, packed or {}, ray.cluster_resources())
-
-
-def check_resources(trials: list[TrialSpec], resources: dict[str, float],
-                    packed: dict[str, bool] | None = None) -> None:
-    """Fail before launch when no trial could ever be scheduled on this cluster."""
-    for t in trials:
-        tr = t.experiment["trainer"]
-        workers = max(tr["num_workers"], 1)
-        need = trial_resources(tr, (packed or {}).get(t.key, False))
-        if tr["use_gpu"] and resources.get("GPU", 0) < need["GPU"]:
-            raise ConfigError(
-                f"trial {t.key}: trainer.use_gpu=true with trainer.num_workers={workers} needs "
-                f"{need['GPU']:g} GPU(s); the Ray cluster has {resources.get('GPU', 0):g}")
-        if resources.get("CPU", 0) < need["CPU"]:
-            raise ConfigError(
-                f"trial {t.key}: trainer.num_workers={workers} x trainer.cpus_per_worker="
-                f"{tr['cpus_per_worker']} needs {need['CPU']:g} CPUs; the Ray cluster has "
-                f"{resources.get('CPU', 0):g}")
-
-
-def check_storage(storage: str) -> None:
-    """The sweep's storage must be writable (a local folder) or a filesystem pyarrow knows (a
-    cloud URI); checked without creating anything."""
-    if "://" in storage:
-        import pyarrow.fs
-
-        try:
-            pyarrow.fs.FileSystem.from_uri(storage)
-        except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds
-            raise ConfigError(f"storage_path={storage!r}: {type(err).__name__}: {err}") from None
-        return
-    path = Path(storage)
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"storage_path={storage!r} is not writable ({existing} is "
-                          f"{'not a folder' if not existing.is_dir() else 'read-only'}); pass "
-                          f"storage_path=<a writable folder, shared by all nodes, or a cloud URI>")
-
-
-def check_tracking(uri: str) -> None:
-    """A tracking server must answer its health check; a sqlite store's folder must exist."""
-    if uri.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as reply:
-                reply.read(64)
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ConfigError(
-                f"tracking_uri={_redact(uri)}: the MLflow server does not answer ({reason}); "
-                f"start it (mlflow server --host 127.0.0.1 --port 5000) or pass "
-                f"tracking_uri=sqlite:///$PWD/mlflow.db") from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ConfigError(f"tracking_uri={uri}: {folder} is not a writable folder")
-
-
-def _redact(uri: str) -> str:
-    """A URI without the password part of ``user:password@host`` (never print credentials)."""
-    import re
-
-    return re.sub(r"//([^/:@]+):[^/@]*@", r"//\1:***@", uri)
-
-
-def check_local_gpu(trials: list[TrialSpec], settings: SweepSettings) -> None:
-    """A new local cluster has the GPUs this machine has: fail before starting Ray when a
-    trial asks for one and there is none (a remote cluster is checked once connected)."""
-    address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-    gpu = [t.key for t in trials if t.experiment["trainer"]["use_gpu"]]
-    if address == "local" and gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.use_gpu=true (trial {gpu[0]}) but this machine has no "
-                              f"CUDA GPU; set trainer.use_gpu=false or ray_address=<a cluster "
-                              f"with GPUs>")
 
 
 def _init_ray(settings: SweepSettings) -> None:
@@ -290,10 +169,12 @@ def run_sweep(
         return None
     check_storage(_storage(settings))
     if settings.resume:  # a damaged Tune state is reported before anything starts
-        _restore(f"{_storage(settings)}/{sid}", None, settings, probe=True)
+        check_tune_state(f"{_storage(settings)}/{sid}")
     check_tracking(resolve_tracking_uri(settings.tracking_uri))
     check_local_gpu(trials, settings)
-    for line in check_data([t.experiment for t in trials]):  # before any run or trial exists
+    # the data pre-flight, before any run or trial exists; check_data takes ExperimentConfig
+    # objects after the merge: [ExperimentConfig.from_dict(t.experiment) for t in trials]
+    for line in check_data([t.experiment for t in trials]):  # NOTE(merge): see above
         print(f"pre-flight: {line}", flush=True)
     plans = plan_trials(planned, root, settings.cache)
     for t in planned:
@@ -489,46 +370,17 @@ def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker,
                        files, outcomes, [template])
 
 
-def _restore(exp_path: str, trainable: Any, settings: SweepSettings, probe: bool = False
-             ) -> tune.Tuner | None:
+def _restore(exp_path: str, trainable: Any, settings: SweepSettings) -> tune.Tuner | None:
     """The Tuner of an earlier run of this sweep when resuming is on and one exists: finished
     trials are kept, errored and unfinished ones continue from their checkpoints."""
-    if not settings.resume:
+    if not settings.resume or not check_tune_state(exp_path):
         return None
+    print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
     try:
-        if not tune.Tuner.can_restore(exp_path):
-            return None
-        _read_tune_state(exp_path)  # Tune would log a damaged state and silently start over
-        if probe:  # pre-flight: only check that the saved state can be read
-            return None
-        print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
         return tune.Tuner.restore(exp_path, trainable=trainable,
                                   resume_errored=settings.retry_errored)
     except Exception as err:  # noqa: BLE001 - a damaged state file fails in many ways
-        raise ConfigError(
-            f"the saved Tune state of this sweep in {exp_path} cannot be read "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}). "
-            f"The trials' checkpoints and MLflow runs are intact: re-run the same command with "
-            f"resume=false to start the Tune experiment afresh. Finished trials then report "
-            f"their final result from their last checkpoint without training again, unfinished "
-            f"ones continue from theirs, and the MLflow runs are reused.") from None
-
-
-def _read_tune_state(exp_path: str) -> dict[str, Any]:
-    """Parse the newest ``experiment_state-*.json`` of a Tune experiment (local or URI)."""
-    import json
-
-    import pyarrow.fs
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(exp_path) if "://" in exp_path else (
-        pyarrow.fs.LocalFileSystem(), exp_path)
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
-    states = sorted(i.path for i in infos
-                    if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
-    if not states:
-        raise ValueError(f"no experiment_state-*.json in {exp_path}")
-    with fs.open_input_stream(states[-1]) as f:
-        return json.loads(f.read().decode())
+        raise tune_state_error(exp_path, err) from None
 
 
 def _browse(store: str) -> str:
