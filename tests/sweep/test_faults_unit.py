@@ -15,8 +15,9 @@ from ray.train.torch import TorchTrainer
 
 from vidablate.config import ConfigError, ExperimentConfig
 from vidablate.report.table import TrialOutcome, build_table, to_markdown
+from vidablate.sweep.grid import _outcome
 from vidablate.sweep.preflight import _redact, check_storage, check_tracking
-from vidablate.sweep.runner import SweepSettings, _outcome, _restore, run_sweep
+from vidablate.sweep.runner import SweepSettings, _restore, run_sweep
 from vidablate.sweep.space import TrialSpec, load_space
 from vidablate.sweep.tracking import MLflowTrialCallback
 from vidablate.train.keys import DIVERGED_KEY

@@ -10,7 +10,7 @@ import yaml
 from ray import tune
 
 from vidablate.sweep.cost import describe
-from vidablate.sweep.runner import _distribution
+from vidablate.sweep.hpo import _distribution
 from vidablate.sweep.space import SpaceError, expand, load_space, sweep_id
 from vidablate.sweep.tracking import decode_hpo_config, encode_hpo_key
 

@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from ..config import dotted_to_nested, merge
 from ..train.keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
+from .preflight import _redact
 from .space import TrialSpec
 
 SWEEP_TAG = "vidablate.sweep_id"
@@ -37,6 +38,12 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def browse_command(store: str) -> str:
+    """How to look at the results in MLflow."""
+    return f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite") \
+        else f"open {_redact(store)}"
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
