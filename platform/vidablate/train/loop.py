@@ -20,8 +20,11 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from ..config import ExperimentConfig, TrainConfig
+from ..data import cache
 from ..data.protocols import PROTOCOL_METRICS, ProtocolData, build_protocol, protocol_metrics
 from ..model import VideoCLIP, build_model
 from .averaging import EpochAverage
@@ -182,8 +185,6 @@ def evaluate_protocol(model: VideoCLIP, data: ProtocolData, cfg: ExperimentConfi
 
 def mixer(cfg: ExperimentConfig, num_classes: int) -> Any:
     """torchvision's MixUp / CutMix (one drawn per batch when both are on), or None."""
-    from torchvision.transforms import v2
-
     d = cfg.data
     ops = []
     if d.mixup:
@@ -212,8 +213,6 @@ def train_batch(batch: dict[str, Any], mix: Any) -> tuple[torch.Tensor, Any, tor
         else:
             weight = 0.0
     if mix is not None and video.shape[0] > 1:
-        from torchvision import tv_tensors
-
         mixed, target = mix(tv_tensors.Video(video), target)
         video = mixed.as_subclass(torch.Tensor)
     return video, imu, target, weight
@@ -259,8 +258,6 @@ def use_feature_cache(options: dict[str, Any] | None, cfg: ExperimentConfig, mod
     (``vidablate.data.cache.plan``). The sweep driver builds the entries before the trial
     starts; entries still missing (an HPO trial sampled a new prefix, a part was deleted) are
     built here by rank 0 while the other ranks wait. ``options``: {"mode", "root"}."""
-    from ..data import cache
-
     options = options or {}
     p = cache.plan(cfg, model, data, options.get("root"), options.get("mode", "off"))
     if not p.use:
