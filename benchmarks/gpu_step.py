@@ -1,15 +1,17 @@
 """Training step throughput and model FLOPs utilisation (MFU) of ViT-B-16, 8 x 224^2.
 
-Two modes, built through the project (``ExperimentConfig`` -> ``build_model``, the real loss
-and optimizers of ``vidablate.train.loop``), random weights:
+Two modes, built through the project (``ExperimentConfig`` -> ``build_model``, the optimizers
+of ``vidablate.train.loop``, and the loop's own step ``vidablate.train.step.train_step``),
+random weights:
 - ``full``: full fine-tuning (all 12 visual blocks + projection trainable), CLIP-mean;
 - ``frozen``: frozen backbone + MotionPrompt's MMB pool (``trainable_blocks=0``).
 bf16 autocast, SDPA attention, optional ``--compile`` and ``--activation-checkpointing``.
 
 The peak is measured first: the best of several dense bf16 GEMMs (8192^3) on this device.
-FLOPs of one training step (forward + backward, optimizer excluded) are counted with
-``FlopCounterMode`` (the MHA fast path off, as in ``model_cost.py``); MFU = counted FLOPs /
-step time / measured peak. Only the timed region synchronises the device.
+FLOPs of one training step (forward + backward, optimizer excluded: the same ``train_step``
+called with no optimizers, on the uncompiled model) are counted with ``FlopCounterMode`` (the
+MHA fast path off, as in ``model_cost.py``); MFU = counted FLOPs / step time / measured peak.
+Only the timed region synchronises the device.
 
     python benchmarks/gpu_step.py [--batch 32] [--compile] [--json out.json]
     python benchmarks/gpu_step.py --smoke     # CPU, tiny CLIP, 32 px, fp32: the same code path
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 from vidablate.config import ExperimentConfig  # noqa: E402
 from vidablate.model import build_model  # noqa: E402
 from vidablate.train.loop import make_optimizers, seed_everything  # noqa: E402
+from vidablate.train.step import train_step  # noqa: E402
 
 MODES = {
     "full": {"trainable_blocks": 99, "train_visual_proj": True, "distill": False},
@@ -75,25 +78,18 @@ def run_mode(mode: str, backbone: str, size: int, frames: int, batch: int, steps
     target = torch.randint(0, classes, (batch,), device=device)
     names = [f"action number {i}" for i in range(classes)]
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, out = step_model(video, None, names)
-        loss = model.loss(logits.float(), out, target)["loss"]
-        for opt in optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimizers.values():
-            opt.step()
+    def step() -> None:  # the training loop's step (vidablate.train.step)
+        train_step(step_model, model, optimizers, video, None, names, target, device=device,
+                   autocast=bf16)
 
     model.train()
     step()  # warm-up: class text features, compilation, allocator
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with FlopCounterMode(display=False) as counter:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits, out = model(video, None, names)
-            model.loss(logits.float(), out, target)["loss"].backward()
+        with FlopCounterMode(display=False) as counter:  # the same step, optimizer excluded
+            train_step(model, model, {}, video, None, names, target, device=device,
+                       autocast=bf16)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     flops = counter.get_total_flops()

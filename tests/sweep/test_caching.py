@@ -8,8 +8,9 @@ import ray.train
 
 from vidablate.config import ConfigError
 from vidablate.sweep.caching import concurrency, plan_trials, trial_resources, worker_resources
-from vidablate.sweep.runner import check_resources, scaling_config
+from vidablate.sweep.preflight import check_resources
 from vidablate.sweep.space import expand, load_space
+from vidablate.sweep.trial import scaling_config
 
 
 def _trainer(**kw):

@@ -15,17 +15,12 @@ from ray.train.torch import TorchTrainer
 
 from vidablate.config import ConfigError, ExperimentConfig
 from vidablate.report.table import TrialOutcome, build_table, to_markdown
-from vidablate.sweep.runner import (
-    SweepSettings,
-    _outcome,
-    _redact,
-    _restore,
-    check_storage,
-    check_tracking,
-    run_sweep,
-)
+from vidablate.sweep.grid import _outcome
+from vidablate.sweep.preflight import _redact, check_storage, check_tracking
+from vidablate.sweep.runner import SweepSettings, _restore, run_sweep
 from vidablate.sweep.space import TrialSpec, load_space
-from vidablate.sweep.tracking import DIVERGED_KEY, MLflowTrialCallback
+from vidablate.sweep.tracking import MLflowTrialCallback
+from vidablate.train.keys import DIVERGED_KEY
 from vidablate.train.loop import train_loop_per_worker
 
 from ..fakes import FakeTrain, run_until_preempted
@@ -199,8 +194,8 @@ def test_preemption_saves_mid_epoch_and_the_restart_continues_exactly(tmp_path, 
 
 def test_a_finished_trial_restored_from_its_last_checkpoint_replays_without_training(
         tmp_path, monkeypatch):
-    from vidablate.sweep.tracking import REPLAYED_KEY
     from vidablate.train import loop
+    from vidablate.train.keys import REPLAYED_KEY
 
     config = {"experiment": _experiment(epochs=2), "mlflow_run_id": None}
     done = FakeTrain(tmp_path)

@@ -1,5 +1,5 @@
-"""HPO spaces: structure checks, pre-flight validation of every bound and choice, the Tune
-distributions built from them, and the HPO report."""
+"""HPO spaces: structure checks, pre-flight validation of every bound and choice, and the Tune
+distributions built from them (the HPO report: ``tests/report/test_hpo.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import yaml
 from ray import tune
 
-from vidablate.sweep.runner import _distribution, describe, hpo_table
+from vidablate.sweep.cost import describe
+from vidablate.sweep.hpo import _distribution
 from vidablate.sweep.space import SpaceError, expand, load_space, sweep_id
 from vidablate.sweep.tracking import decode_hpo_config, encode_hpo_key
 
@@ -91,15 +92,3 @@ def test_sweep_id_changes_with_the_search(tmp_path):
     a = load_space(_write(tmp_path, _hpo()))
     b = load_space(_write(tmp_path, _hpo(num_samples=5)))
     assert sweep_id(a, expand(a)) != sweep_id(b, expand(b))
-
-
-def test_hpo_table_lists_each_trial_with_values_and_metrics(tmp_path):
-    space = load_space(_write(tmp_path, _hpo()))
-    rows = [("hpo-a", {"trainer.lr_new": 0.01, "model.sgam_hidden": 32, "model.stft_hop": 5},
-             {"hm": 40.0, "base_acc": 50.0}, "ok"),
-            ("hpo-b", {"trainer.lr_new": 0.001}, {}, "failed")]
-    md, csv = hpo_table(space, rows)
-    assert "| hpo-a | 0.01 | 32 | 5 | 40.0 | 50.0 | ok |" in md
-    assert csv.splitlines()[0] == "trial,trainer.lr_new,model.sgam_hidden,model.stft_hop,hm," \
-                                  "base_acc,status"
-    assert csv.splitlines()[2] == "hpo-b,0.001,,,,,failed"

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vidablate.config import ExperimentConfig
-from vidablate.model import build_model
-from vidablate.sweep.runner import describe, model_cost
+from vidablate.sweep.cost import describe
 from vidablate.sweep.space import expand, load_space
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,17 +67,6 @@ def test_space_passes_the_dry_run(path, data_root):
         assert with_numbers or space.notes, "a table needs the paper's numbers or notes on them"
     else:
         assert space.objective["metric"] in space.metrics
-
-
-def test_cost_counts_trainable_parameters_and_flops():
-    exp = ExperimentConfig.from_dict({"model": {"sgam": True}}).validate().to_dict()
-    total, trainable, gflops = model_cost(exp)
-    model = build_model(ExperimentConfig.from_dict(exp).model, 8)
-    assert total == sum(p.numel() for p in model.parameters())
-    assert trainable == sum(p.numel() for g in model.param_groups().values() for p in g)
-    assert 0 < trainable < total
-    base = model_cost(ExperimentConfig().validate().to_dict())
-    assert 0 < base[2] < gflops  # SGAM and the IMU branch add compute
 
 
 def test_rows_can_name_their_dataset(data_root):

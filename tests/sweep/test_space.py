@@ -116,7 +116,7 @@ def test_select_rows_keeps_order_and_rejects_unknown():
 
 def test_unschedulable_trials_fail_before_launch():
     from vidablate.config import ConfigError
-    from vidablate.sweep.runner import check_resources
+    from vidablate.sweep.preflight import check_resources
 
     space = load_space("isclip_modules")
     gpu = expand(space, overrides={"trainer": {"use_gpu": True, "num_workers": 2}})

@@ -1,6 +1,6 @@
-"""The efficient training step: activation checkpointing changes memory, not results; the loop
-compiles the model on request; the host decides decode validity (no device sync). SDPA use is
-checked in tests/modules/test_sdpa.py."""
+"""The efficient training step: one ``train_step`` is the step written out; activation
+checkpointing changes memory, not results; the loop compiles the model on request; the host
+decides decode validity (no device sync). SDPA use is checked in tests/modules/test_sdpa.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 from vidablate.config import ConfigError, ExperimentConfig
 from vidablate.data.synthetic import class_names
 from vidablate.model import build_model
-from vidablate.train.loop import seed_everything, train_batch
+from vidablate.train.loop import make_optimizers, seed_everything, train_batch
+from vidablate.train.step import train_step
 
 from ..fakes import FakeTrain
 
@@ -88,3 +89,41 @@ def test_invalid_clips_are_dropped_on_the_host_batch():
     assert v.shape[0] == 2 and t.tolist() == [0, 2] and w == 1.0 and v.device.type == "cpu"
     batch["valid"] = torch.zeros(3, dtype=torch.bool)
     assert train_batch(batch, None)[3] == 0.0
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["pixels", "cached-tokens"])
+def test_train_step_is_the_step_written_out(cached):
+    from vidablate.data import cache
+
+    kw = {"trainable_blocks": 1, "distill": False, "sgam": True}
+    video, imu, target = _batch()
+    names = class_names(16)
+    trained = []
+    for use_step in (False, True):
+        model = _model(**kw)
+        cfg = ExperimentConfig.from_dict({"model": kw}).validate()
+        optimizers, _ = make_optimizers(model, cfg.trainer)
+        select = cache.token_selection(model.frame_encoder)[0]
+        inputs = cache.compute_tokens(model.frame_encoder, video, select) if cached else video
+        model.train()
+        for weight in (1.0, 0.5):
+            if use_step:
+                parts = train_step(model, model, optimizers, inputs, imu, names, target,
+                                   device=torch.device("cpu"), cached=cached,
+                                   label_smoothing=0.1, weight=weight)
+            else:
+                logits, out = model(None, imu, names, inputs) if cached \
+                    else model(inputs, imu, names)
+                parts = model.loss(logits.float(), out, target, 0.1)
+                for opt in optimizers.values():
+                    opt.zero_grad(set_to_none=True)
+                (parts["loss"] * weight).backward()
+                for opt in optimizers.values():
+                    opt.step()
+        trained.append((parts["loss"].detach(),
+                        {n: p.detach().clone() for n, p in model.named_parameters()}))
+    (loss, params), (loss2, params2) = trained
+    torch.testing.assert_close(loss2, loss, rtol=0, atol=0)
+    assert params.keys() == params2.keys()
+    for name in params:
+        torch.testing.assert_close(params2[name], params[name], rtol=0, atol=0)

@@ -13,12 +13,11 @@ import io
 import json
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Any
-
-from ..sweep.space import Space
+from typing import Any, Protocol
 
 MISSING = "—"
 MINUS = "−"
@@ -62,6 +61,38 @@ $image
 </body>
 </html>
 """)
+
+
+class SpaceRow(Protocol):
+    """What the report reads of one row of a paper table (e.g. ``vidablate.sweep.space.Row``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def toggles(self) -> Mapping[str, Any]:
+        """Dotted config key -> value of the row's ablation switches."""
+    @property
+    def paper(self) -> Mapping[str, float]:
+        """Metric key -> the paper's number."""
+
+
+class TableSpace(Protocol):
+    """What the report reads of a search space (e.g. ``vidablate.sweep.space.Space``): plain
+    data, so the report does not depend on how spaces are loaded or run."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def metrics(self) -> Mapping[str, str]:
+        """Metric key -> column label, in column order."""
+    @property
+    def rows(self) -> Sequence[SpaceRow]: ...
 
 
 @dataclass
@@ -127,7 +158,7 @@ def _dedupe(outcomes: list[TrialOutcome]) -> list[TrialOutcome]:
     return list(chosen.values())
 
 
-def build_table(space: Space, outcomes: list[TrialOutcome]) -> list[TableRow]:
+def build_table(space: TableSpace, outcomes: list[TrialOutcome]) -> list[TableRow]:
     """Aggregate trial outcomes into one ``TableRow`` per space row, in the space's order.
 
     Only seeds with status "ok" and a finite value of the metric enter mean/std; ``seeds_total``
@@ -234,12 +265,12 @@ def _marker(row: TableRow) -> str:
     return ""
 
 
-def _title_line(space: Space) -> str:
+def _title_line(space: TableSpace) -> str:
     title = space.title or space.name
     return f"{title} — {space.source}" if space.source else title
 
 
-def _header(space: Space, toggles: list[str]) -> list[str]:
+def _header(space: TableSpace, toggles: list[str]) -> list[str]:
     cols = ["Row", *_toggle_headers(toggles)]
     for label in space.metrics.values():
         cols += [f"{label} paper", f"{label} ours", "Δ"]
@@ -254,7 +285,7 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(space: Space, table: list[TableRow]) -> str:
+def to_markdown(space: TableSpace, table: list[TableRow]) -> str:
     """A title line and one GitHub-flavoured table, padded so it also reads well in a terminal."""
     toggles = _varying_toggles(table)
     header = _header(space, toggles)
@@ -307,7 +338,7 @@ def _csv_toggle(value: Any) -> str:
     return str(value)
 
 
-def to_csv(space: Space, table: list[TableRow]) -> str:
+def to_csv(space: TableSpace, table: list[TableRow]) -> str:
     """One line per row with every toggle (full dotted key) and full-precision numbers; empty
     fields mean "no value" so it parses back without the display formatting."""
     toggles = _toggle_keys(table)
@@ -331,7 +362,7 @@ def to_csv(space: Space, table: list[TableRow]) -> str:
 # HTML
 
 
-def to_html(space: Space, table: list[TableRow], plot_png: str | None = None) -> str:
+def to_html(space: TableSpace, table: list[TableRow], plot_png: str | None = None) -> str:
     """A standalone page (inline CSS, no external assets) with the same table; Δ is coloured
     green/red and ``plot_png`` (a file name relative to the page) is shown below it."""
     esc = html.escape
@@ -369,12 +400,13 @@ def to_html(space: Space, table: list[TableRow], plot_png: str | None = None) ->
 # Plot
 
 
-def plot(space: Space, table: list[TableRow], path: str | Path) -> Path:
+def plot(space: TableSpace, table: list[TableRow], path: str | Path) -> Path:
     """Grouped bars (paper vs ours, std as error bars), one subplot per metric, saved as PNG.
 
     Uses the Agg canvas on a bare ``Figure`` rather than pyplot, so it works headless and never
     switches the backend or touches pyplot's global figure state of the calling process.
     """
+    # matplotlib takes ~0.5 s to import and only the plot needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -425,7 +457,8 @@ def plot(space: Space, table: list[TableRow], path: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def write_report(space: Space, table: list[TableRow], directory: str | Path) -> dict[str, Path]:
+def write_report(space: TableSpace, table: list[TableRow], directory: str | Path
+                 ) -> dict[str, Path]:
     """Write table.md, table.csv, table.html and table.png into ``directory`` (e.g. to log as
     MLflow artifacts); returns the paths keyed by "md", "csv", "html" and "png"."""
     directory = Path(directory)

@@ -11,8 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+import ray
+import torch
+from ray.util import ActorPool
+
+from ..config import ExperimentConfig
 from ..data import cache
+from ..data.protocols import build_protocol
+from ..errors import ConfigError
+from ..model import build_model
+from ..train.loop import loader_workers, seed_everything
 from .space import TrialSpec
 
 
@@ -36,11 +44,6 @@ def plan_trials(trials: list[TrialSpec], root: str, mode: str) -> dict[str, Tria
     """Each trial's cache plan, computed on the driver by building its data and model the way
     the trial will (same seed, so random weights hash the same). Distinct models and datasets
     are built once."""
-    from ..config import ExperimentConfig
-    from ..data.protocols import build_protocol
-    from ..model import build_model
-    from ..train.loop import seed_everything
-
     models: dict[str, Any] = {}
     datas: dict[str, Any] = {}
     out: dict[str, TrialCache] = {}
@@ -117,9 +120,6 @@ def build_entries(plans: dict[str, TrialCache], trials: list[TrialSpec],
                   max_workers: int = 0, log: Any = print) -> dict[str, int]:
     """Build every missing part of the trials' entries as Ray tasks on actors that each load
     the frozen prefix once; complete entries are reused. Returns counts for the log."""
-    import ray
-    from ray.util import ActorPool
-
     jobs: list[tuple[dict[str, Any], dict[str, Any], int]] = []
     counts = {"entries": 0, "reused": 0, "parts": 0}
     total_bytes = 0
@@ -158,8 +158,6 @@ def build_entries(plans: dict[str, TrialCache], trials: list[TrialSpec],
 
 
 def _builder_class() -> Any:
-    import ray
-
     @ray.remote
     class _CacheBuilder:
         """One cache-building worker: keeps the trial's data and frozen prefix between parts."""
@@ -169,13 +167,6 @@ def _builder_class() -> Any:
 
         def build(self, entry: dict[str, Any], experiment: dict[str, Any], part: int
                   ) -> tuple[str, int]:
-            import torch
-
-            from ..config import ExperimentConfig
-            from ..data.protocols import build_protocol
-            from ..model import build_model
-            from ..train.loop import loader_workers, seed_everything
-
             cfg = ExperimentConfig.from_dict(experiment).validate()
             key = json.dumps(experiment, sort_keys=True)
             if key not in self._loaded:
@@ -199,7 +190,8 @@ def _builder_class() -> Any:
 
 
 class _Lazy:
-    """``CacheBuilder.options(...)`` without importing Ray's actor machinery at import time."""
+    """``CacheBuilder.options(...)``: the Ray actor class is made on first use, not when this
+    module loads (a driver that never builds the cache never defines it)."""
 
     _cls: Any = None
 

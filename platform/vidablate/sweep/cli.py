@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError
+from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from ..errors import ConfigError
 from .runner import SweepSettings, run_sweep
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -19,12 +22,6 @@ list, so that any field can be set on the command line (``data.k_shot=4``) witho
 
 def register_schema() -> None:
     """Store the dataclass defaults in Hydra's ConfigStore under ``SCHEMA``."""
-    import dataclasses
-
-    from hydra.core.config_store import ConfigStore
-
-    from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
-
     kinds = {"data": DataConfig, "model": ModelConfig, "trainer": TrainConfig,
              "eval": EvalConfig}
     ConfigStore.instance().store(

@@ -1,8 +1,9 @@
-"""Dry-run cost estimate of a table: trials x epochs x clips, and device-hours with and without
-the feature cache from per-clip step costs measured here (on the GPU when the trials use one
-and this machine has it, else on this CPU). Video decoding is not included; see
-``benchmarks/loader.py`` for what decoding costs and ``benchmarks/README.md`` for how many
-decode processes a GPU needs."""
+"""The dry run of a sweep (``describe``): the trials a space expands to and their cost, trials x
+epochs x clips, each configuration's parameters and forward GFLOPs (``model_cost``), and
+device-hours with and without the feature cache from per-clip step costs measured here (on the
+GPU when the trials use one and this machine has it, else on this CPU). Video decoding is not
+included; see ``benchmarks/loader.py`` for what decoding costs and ``benchmarks/README.md`` for
+how many decode processes a GPU needs."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ from dataclasses import dataclass
 from dataclasses import replace as dataclasses_replace
 from typing import Any
 
+import pyarrow.parquet as pq
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from .caching import TrialCache
-from .space import TrialSpec
+from ..config import ExperimentConfig
+from ..data import cache
+from ..data.synthetic import class_names
+from ..model import build_model
+from ..train.loop import make_optimizers, seed_everything
+from ..train.step import train_step
+from .caching import TrialCache, describe_plan
+from .space import Space, TrialSpec
 
 
 @dataclass
@@ -49,11 +58,6 @@ def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats:
             classes: int | None = None) -> StepCost:
     """Time one configuration's steps with random weights and inputs at its real shapes
     (``classes`` overrides the number of class names scored)."""
-    from ..config import ExperimentConfig
-    from ..data import cache
-    from ..model import build_model
-    from ..train.loop import make_optimizers, seed_everything
-
     cfg = ExperimentConfig.from_dict(experiment)
     use_gpu = cfg.trainer.use_gpu and torch.cuda.is_available()
     device = torch.device("cuda" if use_gpu else "cpu")
@@ -75,15 +79,8 @@ def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats:
 
     def step(cached: bool) -> None:
         model.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits, out = model(None if cached else video, imu, names,
-                                tokens if cached else None)
-        loss = model.loss(logits.float(), out, target)["loss"]
-        for opt in optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimizers.values():
-            opt.step()
+        train_step(model, model, optimizers, tokens if cached else video, imu, names, target,
+                   device=device, cached=cached, autocast=autocast)
 
     @torch.no_grad()
     def forward(cached: bool) -> None:
@@ -160,3 +157,99 @@ def format_cost(tc: TableCost) -> str:
             f"not included): {tc.without / 3600:.3g} h without the feature cache, "
             f"{tc.with_cache / 3600:.3g} h with it, building included "
             f"({tc.build / 3600:.2g} h): {ratio:.1f}x cheaper")
+
+
+def _train_clips(d: dict[str, Any]) -> int:
+    """Training clips per epoch: k-shot x classes, the synthetic split, or the manifest's rows
+    (all of them; base_novel trains on the base-class subset)."""
+    classes = d["base_classes"] if d["protocol"] == "base_novel" else d["num_classes"]
+    if d["k_shot"]:
+        return d["k_shot"] * classes
+    if d["dataset"] == "synthetic":
+        return d["train_per_class"] * classes
+    if not d["train_manifest"]:
+        return 0
+    try:
+        return pq.read_metadata(d["train_manifest"]).num_rows
+    except OSError:
+        return 0
+
+
+def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
+             plans: dict[str, TrialCache] | None = None) -> str:
+    """Dry-run view: the trials a space expands to and their estimated cost (training clip
+    passes; the model's trainable parameters and forward GFLOPs per view, measured by building
+    each distinct configuration on CPU); with ``plans``, each trial's feature-cache decision
+    and resource request, and device-hours with and without the cache (``table_cost``)."""
+    if space.kind == "hpo":
+        t = trials[0]
+        clips = _train_clips(t.experiment["data"])
+        epochs = t.experiment["trainer"]["epochs"]
+        lines = [f"space {space.name}: Optuna TPE, {space.num_samples} trials maximising"
+                 if space.objective["mode"] == "max" else
+                 f"space {space.name}: Optuna TPE, {space.num_samples} trials minimising",
+                 f"  objective {space.objective['metric']}; seed {t.seed}"]
+        for key, dim in space.search.items():
+            lines.append(f"  {key:<28} {dim}")
+        lines.append(f"  total: {space.num_samples * epochs * clips} training clip passes "
+                     f"({space.num_samples} x {epochs} epochs x {clips} clips)")
+        if plans and t.key in plans:
+            lines.append(f"  every trial: {describe_plan(plans[t.key], t.experiment['trainer'])}"
+                         f" (sampled values that change the frozen prefix build their own "
+                         f"entries)")
+        return "\n".join(lines)
+    lines = [f"space {space.name}: {len(space.rows)} rows x {len(trials) // len(space.rows)} "
+             f"seeds = {len(trials)} trials"]
+    costs: dict[str, tuple[int, int, float]] = {}
+    for t in trials:
+        d, tr = t.experiment["data"], t.experiment["trainer"]
+        clips = _train_clips(d)
+        extra = ""
+        if cost:
+            blob = repr((t.experiment["model"], d["num_frames"], d["image_size"]))
+            if blob not in costs:
+                costs[blob] = model_cost(t.experiment)
+            total_p, train_p, gflops = costs[blob]
+            extra = (f", {train_p / 1e6:.2f}M/{total_p / 1e6:.2f}M trainable params, "
+                     f"{gflops:.3f} GFLOPs/view")
+        toggles = ", ".join(f"{k}={v}" for k, v in t.params.items() if k not in ("seed", "row"))
+        lines.append(f"  {t.key:<24} {tr['epochs']} epochs x {clips} clips, "
+                     f"{max(tr['num_workers'], 1)} worker(s){extra}, toggles {{{toggles}}}")
+        if plans:
+            lines.append(f"  {'':<24} {describe_plan(plans[t.key], tr)}")
+    total = sum(t.experiment["trainer"]["epochs"] * _train_clips(t.experiment["data"])
+                for t in trials)
+    lines.append(f"  total: {total} training clip passes")
+    if plans:
+        on = sum(plans[t.key].plan.use for t in trials)
+        lines.append(f"  feature cache: {on} of {len(trials)} trials read it")
+        if cost:
+            lines.append(format_cost(table_cost(trials, plans,
+                                                {k: v.clips for k, v in plans.items()})))
+    return "\n".join(lines)
+
+
+def model_cost(experiment: dict[str, Any]) -> tuple[int, int, float]:
+    """(total params, trainable params, forward GFLOPs of one view) of a trial's model, built
+    on CPU with random weights and measured with torch's FlopCounterMode (cached class text
+    features of a frozen text tower are not counted; text encoded per video is)."""
+    cfg = ExperimentConfig.from_dict(experiment)
+    model_cfg = dataclasses_replace(cfg.model, pretrained=None)
+    model = build_model(model_cfg, cfg.data.num_frames).eval()
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for group in model.param_groups().values() for p in group)
+    size = model.frame_encoder.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    video = torch.zeros(1, cfg.data.num_frames, 3, int(size), int(size))
+    imu = torch.zeros(1, 6, cfg.data.num_frames * cfg.data.imu_rate)
+    names = class_names(min(cfg.data.num_classes, 32))
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # FlopCounterMode misses the fused MHA kernel
+    try:
+        with torch.no_grad():
+            model(video, imu, names)  # warm-up: cached class text is encoded once, not per view
+            with FlopCounterMode(display=False) as counter:
+                model(video, imu, names)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return total, trainable, counter.get_total_flops() / 1e9

@@ -1,61 +1,47 @@
-"""Run a search space on Ray: one Tune trial per (row, seed), each a Ray Train TorchTrainer.
+"""Run a search space on Ray: load and expand it, print the dry run (``cost``) or run the
+pre-flight checks (``preflight``), start Ray, build the feature cache, open the sweep's MLflow
+parent run, then run the grid of a table (``grid``) or the Optuna search of an HPO space
+(``hpo``); each trial is one Tune trial driving one Ray Train TorchTrainer (``trial``).
 
-Ray 2.60 pattern (Train V2): a Tune function trainable is the driver of one trial; it builds a
-``TorchTrainer`` whose ``RunConfig`` has a deterministic name (the trial's key) and the
-``TuneReportCallback`` that forwards rank 0's metrics to Tune. Re-running the same command
-restores the Tune experiment (finished trials are skipped) and every restarted trial resumes
-from its last checkpoint, because Train finds its earlier run by name in storage.
+Re-running the same command restores the Tune experiment (finished trials are skipped) and every
+restarted trial resumes from its last checkpoint, because Train finds its earlier run by name in
+storage.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import sys
-import time
 from dataclasses import dataclass, field
-from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any
 
 import ray
-import ray.train
 from ray import tune
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
-from ..config import ConfigError, ExperimentConfig, dotted_to_nested, merge
+from ..config import ExperimentConfig
 from ..data.preflight import check_data
-from ..report.table import TrialOutcome, build_table, to_markdown, write_report
-from ..train.loop import train_loop_per_worker
+from ..report.table import TrialOutcome
 from .caching import (
-    TrialCache,
     build_entries,
     cache_root,
     concurrency,
     describe_plan,
     ensure_folder,
     plan_trials,
-    trial_resources,
-    worker_resources,
 )
-from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
-from .tracking import (
-    DIVERGED_KEY,
-    HPOTrialCallback,
-    MLflowTrialCallback,
-    SweepTracker,
-    decode_hpo_config,
-    encode_hpo_key,
-    hpo_trial_key,
-    resolve_tracking_uri,
-    use_driver_state,
+from .cost import describe
+from .grid import run_grid
+from .hpo import run_hpo
+from .preflight import (
+    check_local_gpu,
+    check_resources,
+    check_storage,
+    check_tracking,
+    check_tune_state,
+    tune_state_error,
 )
-
-TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
-"""The Tune trial only drives its TorchTrainer; the Train workers hold the CPUs/GPUs. Ray rejects
-an empty request, so the driver asks for no CPU and the memory it roughly uses; concurrency
-comes from max_concurrent (derived from the cluster's CPUs/GPUs)."""
+from .space import TrialSpec, expand, load_space, select_rows, sweep_id
+from .tracking import SweepTracker, resolve_tracking_uri
 
 
 @dataclass
@@ -112,50 +98,6 @@ class SweepReport:
     trials: list[TrialSpec] = field(default_factory=list)
 
 
-def _trial_name(trial: Any) -> str:
-    return str(trial.config["trial"])
-
-
-def run_trial(config: dict[str, Any], trials: dict[str, dict[str, Any]], train_root: str) -> None:
-    """The Tune function trainable: drive one TorchTrainer for one (row, seed)."""
-    _fit(config["trial"], trials[config["trial"]], train_root)
-
-
-def run_hpo_trial(config: dict[str, Any], common: dict[str, Any], train_root: str,
-                  cache_options: dict[str, Any] | None = None, packed: bool = False) -> None:
-    """The Tune function trainable of an HPO space: the Optuna-sampled values over the common
-    config, one TorchTrainer named after the trial's counter (stable across restores)."""
-    key = hpo_trial_key(tune.get_context().get_trial_id())
-    experiment = merge(common, dotted_to_nested(decode_hpo_config(config)))
-    _fit(key, {"experiment": experiment, "run_id": None, "cache": cache_options,
-               "packed": packed}, train_root)
-
-
-def _fit(name: str, spec: dict[str, Any], train_root: str) -> None:
-    t = spec["experiment"]["trainer"]
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"experiment": spec["experiment"], "mlflow_run_id": spec["run_id"],
-                           "cache": spec.get("cache")},
-        scaling_config=scaling_config(t, bool(spec.get("packed"))),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=train_root,
-            callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=t["max_failures"]),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    trainer.fit()
-
-
-def scaling_config(trainer: dict[str, Any], packed: bool) -> ray.train.ScalingConfig:
-    """Ray Train workers of one trial; a packed trial's workers ask for a GPU fraction."""
-    return ray.train.ScalingConfig(
-        num_workers=trainer["num_workers"], use_gpu=trainer["use_gpu"],
-        resources_per_worker=worker_resources(trainer, packed))
-
-
 def _cache_root(settings: SweepSettings) -> str:
     path = settings.cache_path
     if path and "://" not in path:
@@ -168,90 +110,18 @@ def _storage(settings: SweepSettings) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
+def _report_dir(settings: SweepSettings, storage: str, sid: str) -> Path:
+    """Where the table files go before they are logged: ``report_dir`` or beside the sweep's
+    storage (a cloud storage: ./<sweep id>-report)."""
+    return Path(settings.report_dir or (
+        f"{storage}/{sid}-report" if "://" not in storage else f"{sid}-report"))
+
+
 def _concurrency(trials: list[TrialSpec], settings: SweepSettings,
                  packed: dict[str, bool] | None = None) -> int:
     if settings.max_concurrent > 0:
         return settings.max_concurrent
     return concurrency(trials, packed or {}, ray.cluster_resources())
-
-
-def check_resources(trials: list[TrialSpec], resources: dict[str, float],
-                    packed: dict[str, bool] | None = None) -> None:
-    """Fail before launch when no trial could ever be scheduled on this cluster."""
-    for t in trials:
-        tr = t.experiment["trainer"]
-        workers = max(tr["num_workers"], 1)
-        need = trial_resources(tr, (packed or {}).get(t.key, False))
-        if tr["use_gpu"] and resources.get("GPU", 0) < need["GPU"]:
-            raise ConfigError(
-                f"trial {t.key}: trainer.use_gpu=true with trainer.num_workers={workers} needs "
-                f"{need['GPU']:g} GPU(s); the Ray cluster has {resources.get('GPU', 0):g}")
-        if resources.get("CPU", 0) < need["CPU"]:
-            raise ConfigError(
-                f"trial {t.key}: trainer.num_workers={workers} x trainer.cpus_per_worker="
-                f"{tr['cpus_per_worker']} needs {need['CPU']:g} CPUs; the Ray cluster has "
-                f"{resources.get('CPU', 0):g}")
-
-
-def check_storage(storage: str) -> None:
-    """The sweep's storage must be writable (a local folder) or a filesystem pyarrow knows (a
-    cloud URI); checked without creating anything."""
-    if "://" in storage:
-        import pyarrow.fs
-
-        try:
-            pyarrow.fs.FileSystem.from_uri(storage)
-        except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds
-            raise ConfigError(f"storage_path={storage!r}: {type(err).__name__}: {err}") from None
-        return
-    path = Path(storage)
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"storage_path={storage!r} is not writable ({existing} is "
-                          f"{'not a folder' if not existing.is_dir() else 'read-only'}); pass "
-                          f"storage_path=<a writable folder, shared by all nodes, or a cloud URI>")
-
-
-def check_tracking(uri: str) -> None:
-    """A tracking server must answer its health check; a sqlite store's folder must exist."""
-    if uri.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as reply:
-                reply.read(64)
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ConfigError(
-                f"tracking_uri={_redact(uri)}: the MLflow server does not answer ({reason}); "
-                f"start it (mlflow server --host 127.0.0.1 --port 5000) or pass "
-                f"tracking_uri=sqlite:///$PWD/mlflow.db") from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ConfigError(f"tracking_uri={uri}: {folder} is not a writable folder")
-
-
-def _redact(uri: str) -> str:
-    """A URI without the password part of ``user:password@host`` (never print credentials)."""
-    import re
-
-    return re.sub(r"//([^/:@]+):[^/@]*@", r"//\1:***@", uri)
-
-
-def check_local_gpu(trials: list[TrialSpec], settings: SweepSettings) -> None:
-    """A new local cluster has the GPUs this machine has: fail before starting Ray when a
-    trial asks for one and there is none (a remote cluster is checked once connected)."""
-    address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-    gpu = [t.key for t in trials if t.experiment["trainer"]["use_gpu"]]
-    if address == "local" and gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.use_gpu=true (trial {gpu[0]}) but this machine has no "
-                              f"CUDA GPU; set trainer.use_gpu=false or ray_address=<a cluster "
-                              f"with GPUs>")
 
 
 def _init_ray(settings: SweepSettings) -> None:
@@ -268,114 +138,6 @@ def _init_ray(settings: SweepSettings) -> None:
     kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         [src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}}
     ray.init(address=address, **kwargs)
-
-
-def _train_clips(d: dict[str, Any]) -> int:
-    """Training clips per epoch: k-shot x classes, the synthetic split, or the manifest's rows
-    (all of them; base_novel trains on the base-class subset)."""
-    classes = d["base_classes"] if d["protocol"] == "base_novel" else d["num_classes"]
-    if d["k_shot"]:
-        return d["k_shot"] * classes
-    if d["dataset"] == "synthetic":
-        return d["train_per_class"] * classes
-    if not d["train_manifest"]:
-        return 0
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_metadata(d["train_manifest"]).num_rows
-    except OSError:
-        return 0
-
-
-def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
-             plans: dict[str, TrialCache] | None = None) -> str:
-    """Dry-run view: the trials a space expands to and their estimated cost (training clip
-    passes; the model's trainable parameters and forward GFLOPs per view, measured by building
-    each distinct configuration on CPU); with ``plans``, each trial's feature-cache decision
-    and resource request, and device-hours with and without the cache
-    (``vidablate.sweep.cost``)."""
-    if space.kind == "hpo":
-        t = trials[0]
-        clips = _train_clips(t.experiment["data"])
-        epochs = t.experiment["trainer"]["epochs"]
-        lines = [f"space {space.name}: Optuna TPE, {space.num_samples} trials maximising"
-                 if space.objective["mode"] == "max" else
-                 f"space {space.name}: Optuna TPE, {space.num_samples} trials minimising",
-                 f"  objective {space.objective['metric']}; seed {t.seed}"]
-        for key, dim in space.search.items():
-            lines.append(f"  {key:<28} {dim}")
-        lines.append(f"  total: {space.num_samples * epochs * clips} training clip passes "
-                     f"({space.num_samples} x {epochs} epochs x {clips} clips)")
-        if plans and t.key in plans:
-            lines.append(f"  every trial: {describe_plan(plans[t.key], t.experiment['trainer'])}"
-                         f" (sampled values that change the frozen prefix build their own "
-                         f"entries)")
-        return "\n".join(lines)
-    lines = [f"space {space.name}: {len(space.rows)} rows x {len(trials) // len(space.rows)} "
-             f"seeds = {len(trials)} trials"]
-    costs: dict[str, tuple[int, int, float]] = {}
-    for t in trials:
-        d, tr = t.experiment["data"], t.experiment["trainer"]
-        clips = _train_clips(d)
-        extra = ""
-        if cost:
-            blob = repr((t.experiment["model"], d["num_frames"], d["image_size"]))
-            if blob not in costs:
-                costs[blob] = model_cost(t.experiment)
-            total_p, train_p, gflops = costs[blob]
-            extra = (f", {train_p / 1e6:.2f}M/{total_p / 1e6:.2f}M trainable params, "
-                     f"{gflops:.3f} GFLOPs/view")
-        toggles = ", ".join(f"{k}={v}" for k, v in t.params.items() if k not in ("seed", "row"))
-        lines.append(f"  {t.key:<24} {tr['epochs']} epochs x {clips} clips, "
-                     f"{max(tr['num_workers'], 1)} worker(s){extra}, toggles {{{toggles}}}")
-        if plans:
-            lines.append(f"  {'':<24} {describe_plan(plans[t.key], tr)}")
-    total = sum(t.experiment["trainer"]["epochs"] * _train_clips(t.experiment["data"])
-                for t in trials)
-    lines.append(f"  total: {total} training clip passes")
-    if plans:
-        on = sum(plans[t.key].plan.use for t in trials)
-        lines.append(f"  feature cache: {on} of {len(trials)} trials read it")
-        if cost:
-            from .cost import format_cost, table_cost
-
-            lines.append(format_cost(table_cost(trials, plans,
-                                                {k: v.clips for k, v in plans.items()})))
-    return "\n".join(lines)
-
-
-def model_cost(experiment: dict[str, Any]) -> tuple[int, int, float]:
-    """(total params, trainable params, forward GFLOPs of one view) of a trial's model, built
-    on CPU with random weights and measured with torch's FlopCounterMode (cached class text
-    features of a frozen text tower are not counted; text encoded per video is)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ..config import ExperimentConfig
-    from ..data.synthetic import class_names
-    from ..model import build_model
-
-    cfg = ExperimentConfig.from_dict(experiment)
-    model_cfg = dataclasses_replace(cfg.model, pretrained=None)
-    model = build_model(model_cfg, cfg.data.num_frames).eval()
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for group in model.param_groups().values() for p in group)
-    size = model.frame_encoder.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else size
-    video = torch.zeros(1, cfg.data.num_frames, 3, int(size), int(size))
-    imu = torch.zeros(1, 6, cfg.data.num_frames * cfg.data.imu_rate)
-    names = class_names(min(cfg.data.num_classes, 32))
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # FlopCounterMode misses the fused MHA kernel
-    try:
-        with torch.no_grad():
-            model(video, imu, names)  # warm-up: cached class text is encoded once, not per view
-            with FlopCounterMode(display=False) as counter:
-                model(video, imu, names)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-    return total, trainable, counter.get_total_flops() / 1e9
 
 
 def run_sweep(
@@ -398,10 +160,11 @@ def run_sweep(
         return None
     check_storage(_storage(settings))
     if settings.resume:  # a damaged Tune state is reported before anything starts
-        _restore(f"{_storage(settings)}/{sid}", None, settings, probe=True)
+        check_tune_state(f"{_storage(settings)}/{sid}")
     check_tracking(resolve_tracking_uri(settings.tracking_uri))
     check_local_gpu(trials, settings)
-    for line in check_data([ExperimentConfig.from_dict(t.experiment) for t in trials]):  # before any run or trial exists
+    # the data pre-flight, before any run or trial exists
+    for line in check_data([ExperimentConfig.from_dict(t.experiment) for t in trials]):
         print(f"pre-flight: {line}", flush=True)
     plans = plan_trials(planned, root, settings.cache)
     for t in planned:
@@ -427,253 +190,37 @@ def run_sweep(
         "seeds": sorted({t.seed for t in trials}),
     })
     storage = _storage(settings)
+    report_dir = _report_dir(settings, storage, sid)
+
+    def restore(exp_path: str, trainable: Any) -> tune.Tuner | None:
+        return _restore(exp_path, trainable, settings)
+
     if space.kind == "hpo":
-        return _run_hpo(space, trials[0], sid, tracker, parent_id, created, storage, settings,
-                        cache_options, packed.get(trials[0].key, False))
-    run_ids = {t.key: tracker.child_run(sid, parent_id, t) for t in trials}
-    print(f"sweep {sid}: {len(trials)} trials; storage {storage}/{sid}; "
-          f"MLflow {_redact(tracking_uri)} (experiment {experiment_name!r}, parent run {parent_id}"
-          f"{'' if created else ', resumed'})", flush=True)
-
-    trial_payload = {t.key: {"experiment": t.experiment, "run_id": run_ids[t.key],
-                             "cache": cache_options, "packed": packed[t.key]} for t in trials}
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, trials=trial_payload, train_root=f"{storage}/{sid}-train"),
-        TRIAL_DRIVER_RESOURCES,
-    )
-    exp_path = f"{storage}/{sid}"
-    started = time.time()
-    use_driver_state(tracking_uri, run_ids)
-    tuner = _restore(exp_path, trainable, settings)
-    if tuner is None:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search([t.key for t in trials])},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=_concurrency(trials, settings, packed),
-                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=sid, storage_path=storage, verbose=0,
-                callbacks=[MLflowTrialCallback(
-                    tracking_uri, run_ids,
-                    {t.key: t.experiment["trainer"]["epochs"] for t in trials})],
-                failure_config=tune.FailureConfig(max_failures=settings.max_trial_failures),
-            ),
-        )
-    grid = tuner.fit()
-
-    by_key = {t.key: t for t in trials}
-    outcomes: dict[str, TrialOutcome] = {}
-    for result in grid:
-        key = result.config.get("trial") if result.config else None
-        if key not in by_key:
-            continue
-        t = by_key[key]
-        metrics = {k: float(v) for k, v in (result.metrics or {}).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        outcomes[key] = _outcome(t, result, metrics)
-    for t in trials:
-        outcomes.setdefault(t.key, TrialOutcome(t.row, t.seed, {}, "missing"))
-    ordered = [outcomes[t.key] for t in trials]
-
-    table = build_table(space, ordered)
-    report_dir = Path(settings.report_dir or (
-        f"{storage}/{sid}-report" if "://" not in storage else f"{sid}-report"))
-    files = write_report(space, table, report_dir)
-    for path in files.values():
-        tracker.client.log_artifact(parent_id, str(path), artifact_path="table")
-    failed = [o for o in ordered if o.status != "ok"]
-    tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
-    tracker.client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
-    markdown = to_markdown(space, table)
-    elapsed = time.time() - started
-    print(f"\n{markdown}\n", flush=True)
-    for o in failed:
-        print(f"trial {o.row} seed {o.seed}: {o.status} {o.error.splitlines()[-1] if o.error else ''}",
-              file=sys.stderr)
-    store = tracking_uri
-    ui = _browse(store)
-    print(f"sweep {sid} done in {math.ceil(elapsed)} s; table files in {report_dir}\n"
-          f"MLflow: experiment {experiment_name!r}, parent run {parent_id}\n"
-          f"browse: {ui}", flush=True)
+        template = trials[0]
+        one = {template.key: packed.get(template.key, False)}
+        markdown, files, outcomes = run_hpo(
+            space, template, sid, tracker, parent_id, created, storage,
+            cache_options=cache_options, packed=one[template.key], restore=restore,
+            max_concurrent=_concurrency([template], settings, one),
+            max_failures=settings.max_trial_failures, report_dir=report_dir)
+        return SweepReport(sid, parent_id, tracking_uri, experiment_name, markdown, files,
+                           outcomes, [template])
+    markdown, files, outcomes = run_grid(
+        space, trials, sid, tracker, parent_id, created, storage, cache_options=cache_options,
+        packed=packed, restore=restore, max_concurrent=_concurrency(trials, settings, packed),
+        max_failures=settings.max_trial_failures, report_dir=report_dir)
     return SweepReport(sid, parent_id, tracking_uri, experiment_name, markdown, files,
-                       ordered, trials)
+                       outcomes, trials)
 
 
-def _outcome(t: TrialSpec, result: Any, metrics: dict[str, float]) -> TrialOutcome:
-    """ok only when the trial reached its last epoch without error or divergence."""
-    diverged = (result.metrics or {}).get(DIVERGED_KEY)
-    if isinstance(diverged, str):
-        return TrialOutcome(t.row, t.seed, {}, "diverged", diverged)
-    done = metrics.get("epoch") == t.experiment["trainer"]["epochs"]
-    status = "ok" if result.error is None and done else "failed"
-    return TrialOutcome(t.row, t.seed, metrics, status,
-                        "" if result.error is None else str(result.error)[:2000])
-
-
-def _run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, parent_id: str,
-             created: bool, storage: str, settings: SweepSettings,
-             cache_options: dict[str, Any] | None = None, packed: bool = False) -> SweepReport:
-    """Optuna TPE through Ray Tune's OptunaSearch: ``num_samples`` trials, each one
-    TorchTrainer; a restarted driver restores the searcher and the unfinished trials."""
-    from optuna.samplers import TPESampler
-    from ray.tune.search.optuna import OptunaSearch
-
-    metric, mode = space.objective["metric"], space.objective["mode"]
-    epochs = int(template.experiment["trainer"]["epochs"])
-    print(f"sweep {sid}: Optuna TPE, {space.num_samples} trials on {metric} ({mode}); storage "
-          f"{storage}/{sid}; MLflow {_redact(tracker.tracking_uri)} (experiment "
-          f"{tracker.experiment!r}, parent run {parent_id}{'' if created else ', resumed'})",
-          flush=True)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_hpo_trial, common=template.experiment,
-                             train_root=f"{storage}/{sid}-train", cache_options=cache_options,
-                             packed=packed),
-        TRIAL_DRIVER_RESOURCES)
-    callback = HPOTrialCallback(tracker.tracking_uri, tracker.experiment, sid, parent_id,
-                                template.experiment, template.seed, epochs, space.num_samples)
-    exp_path = f"{storage}/{sid}"
-    started = time.time()
-    use_driver_state(tracker.tracking_uri, {})
-    tuner = _restore(exp_path, trainable, settings)
-    if tuner is None:
-        searcher = OptunaSearch(metric=metric, mode=mode,
-                                sampler=TPESampler(seed=template.seed))
-        tuner = tune.Tuner(
-            trainable,
-            param_space={encode_hpo_key(k): _distribution(d) for k, d in space.search.items()},
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=space.num_samples,
-                max_concurrent_trials=_concurrency([template], settings,
-                                                   {template.key: packed}),
-                trial_name_creator=lambda t: hpo_trial_key(t.trial_id),
-                trial_dirname_creator=lambda t: hpo_trial_key(t.trial_id),
-            ),
-            run_config=tune.RunConfig(
-                name=sid, storage_path=storage, verbose=0, callbacks=[callback],
-                failure_config=tune.FailureConfig(max_failures=settings.max_trial_failures),
-            ),
-        )
-    grid = tuner.fit()
-    rows = []
-    for result in grid:
-        metrics = {k: float(v) for k, v in (result.metrics or {}).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        trial_id = (result.metrics or {}).get("trial_id")
-        key = hpo_trial_key(trial_id) if trial_id else Path(result.path).name
-        rows.append((key, decode_hpo_config(result.config or {}), metrics,
-                     "ok" if result.error is None and metrics.get("epoch") == epochs else "failed"))
-    rows.sort(key=lambda r: r[0])
-    markdown, csv = hpo_table(space, rows)
-    report_dir = Path(settings.report_dir or (
-        f"{storage}/{sid}-report" if "://" not in storage else f"{sid}-report"))
-    report_dir.mkdir(parents=True, exist_ok=True)
-    files = {"md": report_dir / "hpo.md", "csv": report_dir / "hpo.csv"}
-    files["md"].write_text(markdown + "\n")
-    files["csv"].write_text(csv)
-    for path in files.values():
-        tracker.client.log_artifact(parent_id, str(path), artifact_path="table")
-    ok = [r for r in rows if r[3] == "ok" and metric in r[2]]
-    if ok:
-        best = (max if mode == "max" else min)(ok, key=lambda r: r[2][metric])
-        tracker.client.set_tag(parent_id, "vidablate.best_trial", best[0])
-        tracker.client.log_metric(parent_id, f"best_{metric}", best[2][metric])
-        for k, v in best[1].items():
-            tracker.client.set_tag(parent_id, f"vidablate.best.{k}", str(v))
-    failed = [r for r in rows if r[3] != "ok"]
-    tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
-    tracker.client.set_terminated(parent_id, "FAILED" if failed or not ok else "FINISHED")
-    print(f"\n{markdown}\n", flush=True)
-    store = tracker.tracking_uri
-    ui = _browse(store)
-    print(f"sweep {sid} done in {math.ceil(time.time() - started)} s; best "
-          f"{best[0] + ' ' + metric + '=' + format(best[2][metric], '.2f') if ok else 'none'}\n"
-          f"MLflow: experiment {tracker.experiment!r}, parent run {parent_id}\nbrowse: {ui}",
-          flush=True)
-    outcomes = [TrialOutcome(key, template.seed, metrics, status)
-                for key, _, metrics, status in rows]
-    return SweepReport(sid, parent_id, tracker.tracking_uri, tracker.experiment, markdown,
-                       files, outcomes, [template])
-
-
-def _restore(exp_path: str, trainable: Any, settings: SweepSettings, probe: bool = False
-             ) -> tune.Tuner | None:
+def _restore(exp_path: str, trainable: Any, settings: SweepSettings) -> tune.Tuner | None:
     """The Tuner of an earlier run of this sweep when resuming is on and one exists: finished
     trials are kept, errored and unfinished ones continue from their checkpoints."""
-    if not settings.resume:
+    if not settings.resume or not check_tune_state(exp_path):
         return None
+    print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
     try:
-        if not tune.Tuner.can_restore(exp_path):
-            return None
-        _read_tune_state(exp_path)  # Tune would log a damaged state and silently start over
-        if probe:  # pre-flight: only check that the saved state can be read
-            return None
-        print(f"resuming {exp_path}: finished trials are kept, the rest continue", flush=True)
         return tune.Tuner.restore(exp_path, trainable=trainable,
                                   resume_errored=settings.retry_errored)
     except Exception as err:  # noqa: BLE001 - a damaged state file fails in many ways
-        raise ConfigError(
-            f"the saved Tune state of this sweep in {exp_path} cannot be read "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}). "
-            f"The trials' checkpoints and MLflow runs are intact: re-run the same command with "
-            f"resume=false to start the Tune experiment afresh. Finished trials then report "
-            f"their final result from their last checkpoint without training again, unfinished "
-            f"ones continue from theirs, and the MLflow runs are reused.") from None
-
-
-def _read_tune_state(exp_path: str) -> dict[str, Any]:
-    """Parse the newest ``experiment_state-*.json`` of a Tune experiment (local or URI)."""
-    import json
-
-    import pyarrow.fs
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(exp_path) if "://" in exp_path else (
-        pyarrow.fs.LocalFileSystem(), exp_path)
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
-    states = sorted(i.path for i in infos
-                    if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
-    if not states:
-        raise ValueError(f"no experiment_state-*.json in {exp_path}")
-    with fs.open_input_stream(states[-1]) as f:
-        return json.loads(f.read().decode())
-
-
-def _browse(store: str) -> str:
-    """How to look at the results in MLflow."""
-    return f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite") \
-        else f"open {_redact(store)}"
-
-
-def _distribution(dim: dict[str, Any]) -> Any:
-    if dim["type"] == "loguniform":
-        return tune.loguniform(float(dim["low"]), float(dim["high"]))
-    if dim["type"] == "uniform":
-        return tune.uniform(float(dim["low"]), float(dim["high"]))
-    if dim["type"] == "int":
-        return tune.randint(int(dim["low"]), int(dim["high"]) + 1)  # inclusive bounds
-    return tune.choice(list(dim["values"]))
-
-
-def hpo_table(space: Space, rows: list[tuple[str, dict[str, Any], dict[str, float], str]]
-              ) -> tuple[str, str]:
-    """Markdown and CSV of an HPO sweep: one line per trial, its sampled values and metrics."""
-    keys = list(space.search)
-    metrics = list(space.metrics)
-    head = ["trial", *keys, *[space.metrics[m] for m in metrics], "status"]
-    md = [f"**{space.title or space.name}**: Optuna TPE, objective "
-          f"{space.objective['metric']} ({space.objective['mode']})", "",
-          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    csv = [",".join(["trial", *keys, *metrics, "status"])]
-    for key, values, result, status in rows:
-        vals = [_fmt_value(values.get(k)) for k in keys]
-        mets = [f"{result[m]:.1f}" if m in result else "" for m in metrics]
-        md.append("| " + " | ".join([key, *vals, *mets, status]) + " |")
-        csv.append(",".join([key, *vals, *mets, status]))
-    return "\n".join(md), "\n".join(csv) + "\n"
-
-
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return "" if value is None else str(value)
+        raise tune_state_error(exp_path, err) from None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from ..config import DATA_PATH_FIELDS, ConfigError, ExperimentConfig, dotted_to_nested, merge
 
@@ -295,8 +296,6 @@ def dataset_preset(name: str, where: str) -> dict[str, Any]:
     if path is None:
         known = sorted({p.stem for d in dataset_dirs() if d.is_dir() for p in d.glob("*.yaml")})
         raise SpaceError(f"{where}={name!r}: no such dataset preset; known: {known}")
-    from omegaconf import OmegaConf
-
     try:
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as err:  # noqa: BLE001 - YAML or interpolation errors, reported by file

@@ -14,6 +14,9 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from ..config import dotted_to_nested, merge
+from ..train.keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
+from .preflight import _redact
 from .space import TrialSpec
 
 SWEEP_TAG = "vidablate.sweep_id"
@@ -21,13 +24,6 @@ TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm", "top1",
                    "top5", "top1_std", "top5_std", "corrupt_train", "corrupt_eval", "feature_cache")
-KSHOT_KEY = "kshot_split"
-"""A trial's first report carries its drawn k-shot list (JSON), saved as an artifact."""
-DIVERGED_KEY = "diverged"
-"""Reported (with the reason) when the training loss is not finite; the trial stops, its run
-is marked FAILED with the reason as the ``vidablate.failure`` tag."""
-REPLAYED_KEY = "replayed"
-"""Marks a report that repeats a finished trial's final result; it is not logged again."""
 
 
 def tracked(key: str) -> bool:
@@ -42,6 +38,12 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def browse_command(store: str) -> str:
+    """How to look at the results in MLflow."""
+    return f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite") \
+        else f"open {_redact(store)}"
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -244,8 +246,6 @@ class HPOTrialCallback(MLflowTrialCallback):
     def _run(self, trial: Any) -> str | None:
         key = self._key(trial)
         if key not in self.run_ids:
-            from ..config import dotted_to_nested, merge
-
             sampled = decode_hpo_config(trial.config)
             spec = TrialSpec(key, "hpo", self.seed,
                              merge(self.common, dotted_to_nested(sampled)), sampled)

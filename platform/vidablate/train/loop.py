@@ -20,13 +20,17 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from ..config import ExperimentConfig, TrainConfig
+from ..data import cache
 from ..data.protocols import PROTOCOL_METRICS, ProtocolData, build_protocol, protocol_metrics
 from ..model import VideoCLIP, build_model
-from ..sweep.tracking import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
 from .averaging import EpochAverage
 from .checkpoint import load_state, save_state
+from .keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
+from .step import train_step
 
 
 def seed_everything(seed: int) -> None:
@@ -181,8 +185,6 @@ def evaluate_protocol(model: VideoCLIP, data: ProtocolData, cfg: ExperimentConfi
 
 def mixer(cfg: ExperimentConfig, num_classes: int) -> Any:
     """torchvision's MixUp / CutMix (one drawn per batch when both are on), or None."""
-    from torchvision.transforms import v2
-
     d = cfg.data
     ops = []
     if d.mixup:
@@ -211,8 +213,6 @@ def train_batch(batch: dict[str, Any], mix: Any) -> tuple[torch.Tensor, Any, tor
         else:
             weight = 0.0
     if mix is not None and video.shape[0] > 1:
-        from torchvision import tv_tensors
-
         mixed, target = mix(tv_tensors.Video(video), target)
         video = mixed.as_subclass(torch.Tensor)
     return video, imu, target, weight
@@ -258,8 +258,6 @@ def use_feature_cache(options: dict[str, Any] | None, cfg: ExperimentConfig, mod
     (``vidablate.data.cache.plan``). The sweep driver builds the entries before the trial
     starts; entries still missing (an HPO trial sampled a new prefix, a part was deleted) are
     built here by rank 0 while the other ranks wait. ``options``: {"mode", "root"}."""
-    from ..data import cache
-
     options = options or {}
     p = cache.plan(cfg, model, data, options.get("root"), options.get("mode", "off"))
     if not p.use:
@@ -356,15 +354,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             video, target = video.to(device, non_blocking=True), target.to(device,
                                                                            non_blocking=True)
             imu = imu.to(device, non_blocking=True) if imu is not None else None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits, out = wrapped(None, imu, data.train_names, video) if cached \
-                    else wrapped(video, imu, data.train_names)
-            parts = model.loss(logits.float(), out, target, cfg.trainer.label_smoothing)
-            for opt in optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            (parts["loss"] * weight).backward()
-            for opt in optimizers.values():
-                opt.step()
+            parts = train_step(wrapped, model, optimizers, video, imu, data.train_names, target,
+                               device=device, cached=cached, autocast=autocast,
+                               label_smoothing=cfg.trainer.label_smoothing, weight=weight)
             sums[:4] += torch.stack([parts["loss"].detach(), parts["ce"].detach(),
                                      parts.get("kd", torch.zeros((), device=device)).detach(),
                                      torch.ones((), device=device)]).double()

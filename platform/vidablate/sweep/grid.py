@@ -1,0 +1,115 @@
+"""The grid sweep of a table: one Tune trial per (row, seed) over every trial of the space;
+the trials' outcomes become the "reproduced vs paper" table, written, logged to the sweep's
+MLflow parent run and printed."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ..report.table import TrialOutcome, build_table, to_markdown, write_report
+from ..train.keys import DIVERGED_KEY
+from .preflight import _redact
+from .space import Space, TrialSpec
+from .tracking import MLflowTrialCallback, SweepTracker, browse_command, use_driver_state
+from .trial import TRIAL_DRIVER_RESOURCES, run_trial
+
+
+def _trial_name(trial: Any) -> str:
+    return str(trial.config["trial"])
+
+
+def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTracker,
+             parent_id: str, created: bool, storage: str, *, cache_options: dict[str, Any],
+             packed: dict[str, bool], restore: Callable[[str, Any], tune.Tuner | None],
+             max_concurrent: int, max_failures: int, report_dir: Path
+             ) -> tuple[str, dict[str, Path], list[TrialOutcome]]:
+    """Run (or restore and continue) every trial, then report the table; returns its
+    Markdown, the table files and one outcome per trial in the trials' order.
+
+    ``restore(experiment path, trainable)`` gives the Tuner of an earlier run of this sweep or
+    None; ``max_concurrent``: trials at once; ``max_failures``: Tune relaunches of a failed
+    trial; ``report_dir``: where the table files go before they are logged."""
+    tracking_uri, experiment_name = tracker.tracking_uri, tracker.experiment
+    run_ids = {t.key: tracker.child_run(sid, parent_id, t) for t in trials}
+    print(f"sweep {sid}: {len(trials)} trials; storage {storage}/{sid}; "
+          f"MLflow {_redact(tracking_uri)} (experiment {experiment_name!r}, parent run {parent_id}"
+          f"{'' if created else ', resumed'})", flush=True)
+
+    trial_payload = {t.key: {"experiment": t.experiment, "run_id": run_ids[t.key],
+                             "cache": cache_options, "packed": packed[t.key]} for t in trials}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, trials=trial_payload, train_root=f"{storage}/{sid}-train"),
+        TRIAL_DRIVER_RESOURCES,
+    )
+    exp_path = f"{storage}/{sid}"
+    started = time.time()
+    use_driver_state(tracking_uri, run_ids)
+    tuner = restore(exp_path, trainable)
+    if tuner is None:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([t.key for t in trials])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=max_concurrent,
+                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=sid, storage_path=storage, verbose=0,
+                callbacks=[MLflowTrialCallback(
+                    tracking_uri, run_ids,
+                    {t.key: t.experiment["trainer"]["epochs"] for t in trials})],
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+            ),
+        )
+    grid = tuner.fit()
+
+    by_key = {t.key: t for t in trials}
+    outcomes: dict[str, TrialOutcome] = {}
+    for result in grid:
+        key = result.config.get("trial") if result.config else None
+        if key not in by_key:
+            continue
+        t = by_key[key]
+        metrics = {k: float(v) for k, v in (result.metrics or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        outcomes[key] = _outcome(t, result, metrics)
+    for t in trials:
+        outcomes.setdefault(t.key, TrialOutcome(t.row, t.seed, {}, "missing"))
+    ordered = [outcomes[t.key] for t in trials]
+
+    table = build_table(space, ordered)
+    files = write_report(space, table, report_dir)
+    for path in files.values():
+        tracker.client.log_artifact(parent_id, str(path), artifact_path="table")
+    failed = [o for o in ordered if o.status != "ok"]
+    tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
+    tracker.client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    markdown = to_markdown(space, table)
+    elapsed = time.time() - started
+    print(f"\n{markdown}\n", flush=True)
+    for o in failed:
+        print(f"trial {o.row} seed {o.seed}: {o.status} {o.error.splitlines()[-1] if o.error else ''}",
+              file=sys.stderr)
+    ui = browse_command(tracking_uri)
+    print(f"sweep {sid} done in {math.ceil(elapsed)} s; table files in {report_dir}\n"
+          f"MLflow: experiment {experiment_name!r}, parent run {parent_id}\n"
+          f"browse: {ui}", flush=True)
+    return markdown, files, ordered
+
+
+def _outcome(t: TrialSpec, result: Any, metrics: dict[str, float]) -> TrialOutcome:
+    """ok only when the trial reached its last epoch without error or divergence."""
+    diverged = (result.metrics or {}).get(DIVERGED_KEY)
+    if isinstance(diverged, str):
+        return TrialOutcome(t.row, t.seed, {}, "diverged", diverged)
+    done = metrics.get("epoch") == t.experiment["trainer"]["epochs"]
+    status = "ok" if result.error is None and done else "failed"
+    return TrialOutcome(t.row, t.seed, metrics, status,
+                        "" if result.error is None else str(result.error)[:2000])

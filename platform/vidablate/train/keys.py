@@ -1,0 +1,11 @@
+"""Keys a trial's reports carry besides its metrics: written by the training loop, read by the
+sweep (MLflow tracking, outcomes). They live here, below the sweep, so training never imports
+the sweep layer."""
+
+KSHOT_KEY = "kshot_split"
+"""A trial's first report carries its drawn k-shot list (JSON), saved as an artifact."""
+DIVERGED_KEY = "diverged"
+"""Reported (with the reason) when the training loss is not finite; the trial stops, its run
+is marked FAILED with the reason as the ``vidablate.failure`` tag."""
+REPLAYED_KEY = "replayed"
+"""Marks a report that repeats a finished trial's final result; it is not logged again."""
