@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vidablate.modules import registry
 from vidablate.sweep.cost import describe
 from vidablate.sweep.space import expand, load_space
 
@@ -51,7 +52,7 @@ def data_root(tmp_path_factory):
 
 def test_there_is_a_space_per_paper():
     papers = {load_space(p).paper for p in SPACES}
-    assert {"isclip", "xclip", "motionprompt", "stdd", "omniclip"} <= papers
+    assert {p.name for p in registry.papers()} <= papers
 
 
 @pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 # isort: split
-from vidablate.config import ModelConfig
 from vidablate.data.protocols import harmonic_mean
-from vidablate.model import VideoCLIP, build_model
+from vidablate.model import VideoCLIP
 from vidablate.train.checkpoint import (
     STATE_FILE,
     CheckpointMismatch,
@@ -23,9 +22,8 @@ N = 4
 CLASSES = ["a", "b", "c"]
 
 
-def _build(seed: int = 0, **overrides) -> VideoCLIP:
-    torch.manual_seed(seed)
-    return build_model(ModelConfig(**{"sirm": True, "sgam": True, **overrides}), num_frames=N)
+IS_CLIP = {"sirm": True, "sgam": True}
+"""The model every checkpoint test saves: IS-CLIP's trainable tail, IMU branch, SIRM and SGAM."""
 
 
 def _optimizers(model: VideoCLIP) -> dict[str, torch.optim.Optimizer]:
@@ -61,10 +59,10 @@ def _trainable(model) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(tiny_model, tmp_path_factory):
     """One trained step of a SIRM+SGAM model saved to disk, plus what was saved."""
     directory = tmp_path_factory.mktemp("ckpt")
-    model = _build()
+    model = tiny_model(**IS_CLIP)
     initial = _trainable(model)
     optimizers = _optimizers(model)
     schedulers = _schedulers(optimizers)
@@ -99,8 +97,8 @@ def test_save_writes_the_state_file(saved):
     assert any(n.startswith("imu.") for n in moved)
 
 
-def test_round_trip_restores_everything(saved):
-    model = _build()
+def test_round_trip_restores_everything(tiny_model, saved):
+    model = tiny_model(**IS_CLIP)
     optimizers = _optimizers(model)
     schedulers = _schedulers(optimizers)
     assert not all(torch.equal(saved["trained"][n], t) for n, t in _trainable(model).items())
@@ -142,15 +140,15 @@ def test_round_trip_restores_everything(saved):
             0.5 * (1e-3 if k == "clip_visual" else 1e-2))
 
 
-def test_loaded_model_continues_like_the_saved_one(saved):
-    model = _build()
+def test_loaded_model_continues_like_the_saved_one(tiny_model, saved):
+    model = tiny_model(**IS_CLIP)
     optimizers = _optimizers(model)
     load_state(saved["dir"], model, optimizers, {})
     g = torch.Generator().manual_seed(3)
     video, imu = torch.randn(2, N, 3, 32, 32, generator=g), torch.randn(2, 6, 64, generator=g)
     with torch.no_grad():
         out = model.encode_video(video, imu).video
-    reference = _build()
+    reference = tiny_model(**IS_CLIP)
     with torch.no_grad():
         for name, p in reference.named_parameters():
             if name in saved["trained"]:
@@ -163,8 +161,8 @@ def test_loaded_model_continues_like_the_saved_one(saved):
     "overrides",
     [{"sgam": False}, {"sirm": False}, {"trainable_blocks": 1}, {"train_visual_proj": False}],
 )
-def test_other_toggles_raise_mismatch(saved, overrides):
-    model = _build(**overrides)
+def test_other_toggles_raise_mismatch(tiny_model, saved, overrides):
+    model = tiny_model(**{**IS_CLIP, **overrides})
     before = _trainable(model)
     with pytest.raises(CheckpointMismatch):
         load_state(saved["dir"], model, _optimizers(model), {})
@@ -172,20 +170,20 @@ def test_other_toggles_raise_mismatch(saved, overrides):
     assert all(torch.equal(before[n], after[n]) for n in before)
 
 
-def test_no_teacher_raises_mismatch(saved):
-    model = _build(distill=False)
+def test_no_teacher_raises_mismatch(tiny_model, saved):
+    model = tiny_model(**IS_CLIP, distill=False)
     with pytest.raises(CheckpointMismatch, match="frozen"):
         load_state(saved["dir"], model, _optimizers(model), {})
 
 
-def test_other_frozen_weights_raise_mismatch(saved):
-    model = _build(seed=1)
+def test_other_frozen_weights_raise_mismatch(tiny_model, saved):
+    model = tiny_model(**IS_CLIP, seed=1)
     with pytest.raises(CheckpointMismatch, match="frozen"):
         load_state(saved["dir"], model, _optimizers(model), {})
 
 
-def test_other_module_widths_raise_mismatch(saved):
-    model = _build(imu_width=32)
+def test_other_module_widths_raise_mismatch(tiny_model, saved):
+    model = tiny_model(**IS_CLIP, imu_width=32)
     before = _trainable(model)
     with pytest.raises(CheckpointMismatch):
         load_state(saved["dir"], model, _optimizers(model), {})
