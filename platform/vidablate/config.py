@@ -252,20 +252,41 @@ class TrainConfig:
     momentum: float = 0.9
     """SGD momentum for the new modules (isclip leaves it open)."""
     weight_decay: float = 0.0
+    """Weight decay of every optimizer (X-CLIP official: 0.001; omniclip Table 1: 0.003, SSv2
+    0.01; STDD official: 0.01; isclip and motionprompt name none: 0)."""
     adam_beta1: float = 0.9
     """Adam/AdamW beta1 (torch default; omniclip Table 1: 0.9)."""
     adam_beta2: float = 0.999
     """Adam/AdamW beta2 (torch default; omniclip Table 1: 0.98)."""
     lr_schedule: str = "constant"
-    """constant | cosine over the epochs after the warm-up (isclip names no schedule:
-    constant)."""
+    """constant | cosine (isclip names no schedule: constant; X-CLIP's official code, STDD's
+    official code and omniclip Table 1: cosine)."""
     warmup_epochs: int = 0
-    """Linear warm-up: epoch e < W trains at (e+1)/(W+1) of the learning rate, then the schedule
-    runs over the remaining epochs; a run shorter than the warm-up ends inside it (omniclip
-    Table 1: 5; the other papers name none: 0)."""
+    """Linear warm-up length in epochs; a run shorter than the warm-up ends inside it (omniclip
+    Table 1 and X-CLIP's official config: 5; STDD's official README: 2; the others name none:
+    0). Per epoch (``schedule_unit=epoch``) epoch e < W trains at (e+1)/(W+1) of the rate."""
     min_lr_ratio: float = 0.0
     """Floor of the cosine schedule as a fraction of the learning rate (omniclip Table 1:
-    minimal learning rate 2e-5 for 2e-3, i.e. 0.01)."""
+    minimal learning rate 2e-5 for 2e-3, i.e. 0.01; X-CLIP's official scheduler: lr / 100;
+    STDD's official README: COSINE_END_LR 3.33e-8 for 3.33e-6)."""
+    schedule_unit: str = "epoch"
+    """When the rate changes: epoch (once per epoch) | step (every optimizer step, as X-CLIP's
+    official timm CosineLRScheduler with t_in_epochs=False and STDD's PySlowFast schedule)."""
+    warmup_start: float = 0.0
+    """With ``schedule_unit=step``: the warm-up rises linearly from this fraction of the rate
+    (X-CLIP official: warmup_lr_init 0; STDD official: WARMUP_START_LR 3.33e-8 / BASE_LR
+    3.33e-6 = 0.01)."""
+    cosine_after_warmup: bool = True
+    """The cosine runs over the epochs after the warm-up (STDD official COSINE_AFTER_WARMUP);
+    false = over the whole run from its start, the warm-up overriding its beginning (X-CLIP's
+    official timm scheduler without warmup_prefix)."""
+    weight_decay_skip: str = "none"
+    """Parameters without weight decay: none | 1d (1-D tensors: biases, norms, scales; STDD
+    official ZERO_WD_1D_PARAM) | 1d_pos (also positional embeddings; X-CLIP official
+    set_weight_decay with no_weight_decay_keywords)."""
+    grad_clip_norm: float = 0.0
+    """Clip the L2 norm of all trainable gradients before each step; 0 = off (STDD official:
+    CLIP_GRAD_L2NORM 1.0; the other papers name none)."""
     label_smoothing: float = 0.0
     seed: int = 0
     num_workers: int = 1
@@ -364,6 +385,14 @@ class ExperimentConfig:
                                   f"got {getattr(t, name)!r}")
         if t.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"trainer.lr_schedule must be constant|cosine, got {t.lr_schedule!r}")
+        for name, allowed in (("schedule_unit", ("epoch", "step")),
+                              ("weight_decay_skip", ("none", "1d", "1d_pos"))):
+            if getattr(t, name) not in allowed:
+                raise ConfigError(f"trainer.{name} must be one of {allowed}, got "
+                                  f"{getattr(t, name)!r}")
+        if not 0.0 <= t.warmup_start < 1.0 or t.grad_clip_norm < 0 or t.weight_decay < 0:
+            raise ConfigError("trainer.warmup_start must be in [0, 1), trainer.grad_clip_norm "
+                              ">= 0 and trainer.weight_decay >= 0")
         if t.epoch_average_start < 1:
             raise ConfigError(f"trainer.epoch_average_start must be >= 1, got "
                               f"{t.epoch_average_start}")

@@ -40,11 +40,13 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizers(
-    model: VideoCLIP, cfg: TrainConfig
+    model: VideoCLIP, cfg: TrainConfig, steps_per_epoch: int = 1
 ) -> tuple[dict[str, torch.optim.Optimizer], dict[str, Any]]:
     """One optimizer per parameter group (isclip §III default: Adam for the CLIP visual tower,
-    SGD for the new modules), one schedule each."""
+    SGD for the new modules), one schedule each; ``steps_per_epoch`` places a per-step
+    schedule (``trainer.schedule_unit=step``)."""
     groups = model.param_groups()
+    names = {id(p): n for n, p in model.named_parameters()}
     optimizers: dict[str, torch.optim.Optimizer] = {}
     lr = {"clip_visual": cfg.lr_visual, "clip_text": cfg.lr_text or cfg.lr_visual,
           "new": cfg.lr_new}
@@ -52,24 +54,53 @@ def make_optimizers(
             "new": cfg.new_optimizer}
     for name, params in groups.items():
         if params:
-            optimizers[name] = _optimizer(kind[name], params, lr[name], cfg)
+            optimizers[name] = _optimizer(kind[name], _decay_groups(params, names, cfg),
+                                          lr[name], cfg)
     if not optimizers:
         raise ValueError("nothing to train: no trainable parameters for this configuration")
-    def factor(epoch: int) -> float:
-        return lr_factor(epoch, cfg)
+
+    def factor(t: int) -> float:
+        return lr_factor(t, cfg, steps_per_epoch)
+
     schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
     return optimizers, schedulers
 
 
-def lr_factor(epoch: int, cfg: TrainConfig) -> float:
-    """Learning-rate multiplier of ``epoch``: linear warm-up over ``warmup_epochs``, then constant
-    or cosine from 1 down to ``min_lr_ratio`` over the remaining epochs (omniclip Table 1)."""
+def _decay_groups(params: list, names: dict[int, str], cfg: TrainConfig) -> list:
+    """The parameters as one group, or (``trainer.weight_decay_skip``) a decayed group and one
+    without decay (1-D tensors, and with ``1d_pos`` positional embeddings)."""
+    if cfg.weight_decay_skip == "none" or not cfg.weight_decay:
+        return params
+
+    def skip(p: torch.Tensor) -> bool:
+        return p.dim() <= 1 or (cfg.weight_decay_skip == "1d_pos"
+                                and "positional_embedding" in names.get(id(p), ""))
+
+    return [{"params": [p for p in params if not skip(p)]},
+            {"params": [p for p in params if skip(p)], "weight_decay": 0.0}]
+
+
+def lr_factor(t: int, cfg: TrainConfig, steps_per_epoch: int = 1) -> float:
+    """Learning-rate multiplier at epoch ``t`` (``schedule_unit=epoch``) or optimizer step
+    ``t`` (``step``, with ``steps_per_epoch``): linear warm-up over ``warmup_epochs``, then
+    constant or cosine from 1 down to ``min_lr_ratio`` (omniclip Table 1; X-CLIP's and STDD's
+    official schedules with the step-unit knobs)."""
     warmup = cfg.warmup_epochs
-    if epoch < warmup:
-        return (epoch + 1) / (warmup + 1)
+    if cfg.schedule_unit == "step":
+        elapsed = t / max(steps_per_epoch, 1)
+        if elapsed < warmup:
+            return cfg.warmup_start + (1 - cfg.warmup_start) * elapsed / warmup
+    else:
+        elapsed = t
+        if elapsed < warmup:
+            return (elapsed + 1) / (warmup + 1)
     if cfg.lr_schedule != "cosine":
         return 1.0
-    progress = (epoch - warmup) / max(cfg.epochs - warmup, 1)
+    if cfg.cosine_after_warmup:
+        progress = (elapsed - warmup) / max(cfg.epochs - warmup, 1)
+    else:
+        progress = elapsed / max(cfg.epochs, 1)
+    progress = min(progress, 1.0)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -299,7 +330,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                          workers))
         ray.train.report(metrics)
         return
-    optimizers, schedulers = make_optimizers(model, cfg.trainer)
+    assert data.train is not None
+    per_worker = max(cfg.trainer.batch_size // max(world, 1), 1)
+    steps_per_epoch = max(len(data.train) // max(world, 1) // per_worker, 1)  # drop_last
+    optimizers, schedulers = make_optimizers(model, cfg.trainer, steps_per_epoch)
+    per_step = cfg.trainer.schedule_unit == "step"
     average = EpochAverage(model, cfg.trainer.epoch_average_start) \
         if cfg.trainer.epoch_average else None
     history: list[dict[str, float]] = []
@@ -318,8 +353,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         # its gradient buckets; evaluation runs the plain module (no recompiles for eval shapes)
         wrapped = torch.compile(wrapped, mode=cfg.trainer.compile_mode)
 
-    assert data.train is not None
-    per_worker = max(cfg.trainer.batch_size // max(world, 1), 1)
     sampler = ResumableSampler(data.train, num_replicas=world, rank=rank, shuffle=True,
                                seed=cfg.trainer.seed, drop_last=True)
     resume_step, partial = 0, None
@@ -356,7 +389,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             imu = imu.to(device, non_blocking=True) if imu is not None else None
             parts = train_step(wrapped, model, optimizers, video, imu, data.train_names, target,
                                device=device, cached=cached, autocast=autocast,
-                               label_smoothing=cfg.trainer.label_smoothing, weight=weight)
+                               label_smoothing=cfg.trainer.label_smoothing, weight=weight,
+                               clip_norm=cfg.trainer.grad_clip_norm)
+            if per_step:
+                for sched in schedulers.values():
+                    sched.step()
             sums[:4] += torch.stack([parts["loss"].detach(), parts["ce"].detach(),
                                      parts.get("kd", torch.zeros((), device=device)).detach(),
                                      torch.ones((), device=device)]).double()
@@ -365,8 +402,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 jit_saved = True
                 _jit_checkpoint(rank, model, optimizers, schedulers, epoch, step, sums,
                                 history, run_id, average)
-        for sched in schedulers.values():
-            sched.step()
+        if not per_step:
+            for sched in schedulers.values():
+                sched.step()
         sums = _all_reduce(sums)
         n = max(float(sums[3]), 1.0)
         if not math.isfinite(float(sums[0])):  # the same all-reduced value on every rank

@@ -25,6 +25,7 @@ def train_step(
     autocast: bool = False,
     label_smoothing: float = 0.0,
     weight: float = 1.0,
+    clip_norm: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Forward under bf16 autocast (when ``autocast``), the loss on float logits, zero every
     optimizer's gradients, backward of ``loss * weight``, step every optimizer; returns the
@@ -34,8 +35,9 @@ def train_step(
     ``model``, or ``model`` itself); ``model.loss`` is always the plain module's. ``inputs``
     are pixels [B, T, 3, H, W], or the frozen prefix's cached tokens when ``cached``.
     ``weight`` 0 keeps a batch whose clips all failed to decode in the step (every DDP rank
-    takes part in the gradient all-reduce) without learning from it. With no ``optimizers``
-    the step is the forward and backward only."""
+    takes part in the gradient all-reduce) without learning from it. ``clip_norm`` > 0 clips
+    the L2 norm of all the optimizers' gradients before the step (``trainer.grad_clip_norm``).
+    With no ``optimizers`` the step is the forward and backward only."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         logits, out = forward(None, imu, names, inputs) if cached \
             else forward(inputs, imu, names)
@@ -43,6 +45,10 @@ def train_step(
     for opt in optimizers.values():
         opt.zero_grad(set_to_none=True)
     (parts["loss"] * weight).backward()
+    if clip_norm:
+        torch.nn.utils.clip_grad_norm_(
+            [p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]],
+            clip_norm)
     for opt in optimizers.values():
         opt.step()
     return parts
