@@ -302,3 +302,23 @@ def test_distillation_gradient_reaches_student_only():
     feature_distillation_loss(teacher, student).backward()
     assert teacher.grad is None
     assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_distillation_with_the_stdd_residual_projector(tiny_model):
+    """STDD's official distillation: 1 - cos(teacher, f + 0.1 * MLP(f)) on normalised student
+    features, weight 2; the zero-initialised last layer starts it at isclip Eq. 4."""
+    plain = tiny_model(sirm=True)
+    proj = tiny_model(sirm=True, distill_projector=0.1, distill_weight=2.0)
+    g = torch.Generator().manual_seed(0)
+    video, imu = torch.randn(2, 4, 3, 32, 32, generator=g), torch.randn(2, 6, 64, generator=g)
+    names = ["a b", "c d"]
+    _, out_plain = plain.train()(video, imu, names)
+    logits, out = proj.train()(video, imu, names)
+    parts = proj.loss(logits, out, torch.tensor([0, 1]))
+    expected = 1 - F.cosine_similarity(out.teacher, out.frames, dim=-1).mean()
+    torch.testing.assert_close(parts["kd"], expected)  # zero last layer: f' = f / |f|
+    torch.testing.assert_close(parts["loss"], parts["ce"] + 2.0 * parts["kd"])
+    term = proj.losses[0]
+    assert all(any(p is q for q in proj.param_groups()["new"]) for p in term.projector.parameters())
+    parts["loss"].backward()
+    assert term.projector[2].weight.grad.abs().sum() > 0

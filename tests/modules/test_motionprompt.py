@@ -554,3 +554,12 @@ def test_spaces_load_and_expand(name):
     for trial in trials:
         model = trial.experiment["model"]
         assert model["trainable_blocks"] == 0 and not model["train_visual_proj"]
+
+
+def test_default_ffn_width_gives_table3s_baseline_parameters():
+    """motionprompt Table 3: the Baseline (one spatial Transformer layer at D = 512) adds
+    2.1 M parameters to CLIP; the default d_ff = 2D gives that, [40]'s 4D would give 3.2 M."""
+    baseline = MotionModelingBlock(512, 8, motion=False)
+    assert round(sum(p.numel() for p in baseline.parameters()) / 1e6, 1) == 2.1
+    wide = MotionModelingBlock(512, 8, motion=False, mlp_ratio=4.0)
+    assert round(sum(p.numel() for p in wide.parameters()) / 1e6, 1) == 3.2

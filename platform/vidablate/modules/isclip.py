@@ -209,16 +209,34 @@ class SGAMPool(nn.Module):
 class FeatureDistillation(nn.Module):
     """Loss term L_kd of isclip Eq. 4 between the frozen teacher's and the student's frame
     features, added with ``weight`` (Eq. 5). Nothing is added when the forward ran without the
-    teacher (evaluation) or the weight is 0."""
+    teacher (evaluation) or the weight is 0.
 
-    def __init__(self, weight: float = 1.0) -> None:
+    ``projector_alpha`` > 0 is the distillation of STDD's official code (FROSTER's residual
+    projector, ``RAW_MODEL_DISTILLATION``): the L2-normalised student feature f becomes
+    f + alpha * MLP(f) before the cosine, with MLP = Linear(D, D, no bias, Kaiming normal) ->
+    GELU -> Linear(D, D, no bias, zero init). The official code computes that feature under
+    ``no_grad``, so its loss trains nothing; here the student and the projector get the
+    gradient."""
+
+    def __init__(self, weight: float = 1.0, dim: int = 0, projector_alpha: float = 0.0) -> None:
         super().__init__()
         self.weight = float(weight)
+        self.alpha = float(projector_alpha)
+        self.projector = None
+        if self.alpha:
+            self.projector = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.GELU(),
+                                           nn.Linear(dim, dim, bias=False))
+            nn.init.kaiming_normal_(self.projector[0].weight)
+            nn.init.zeros_(self.projector[2].weight)
 
     def forward(self, out: VideoOutput) -> dict[str, torch.Tensor]:
         if out.teacher is None or not self.weight:
             return {}
-        return {"kd": feature_distillation_loss(out.teacher, out.frames)}
+        student = out.frames
+        if self.projector is not None:
+            student = F.normalize(student.float(), dim=-1)
+            student = student + self.alpha * self.projector(student)
+        return {"kd": feature_distillation_loss(out.teacher, student)}
 
 
 # --------------------------------------------------------------------------- knobs
@@ -253,7 +271,11 @@ class ISCLIPKnobs:
     distill: bool = True
     """L_kd = 1 - mean cos(teacher, student) against a frozen teacher copy (isclip Eq. 4)."""
     distill_weight: float = 1.0
-    """Weight of L_kd in the total loss (isclip Eq. 5 adds it with weight 1)."""
+    """Weight of L_kd in the total loss (isclip Eq. 5 adds it with weight 1; STDD's official
+    DISTILLATION_RATIO: 2.0)."""
+    distill_projector: float = 0.0
+    """alpha of the residual projector on the student features before the cosine, f + alpha *
+    MLP(f) (STDD's official code, after FROSTER: 0.1); 0 = isclip Eq. 4 as written."""
 
 
 STFT_WINDOWS = ("hann", "hamming", "rect")
@@ -280,6 +302,8 @@ def validate(ctx: ValidationContext) -> None:
         raise ConfigError(f"model.stft_window must be hann|hamming|rect, got {m.stft_window!r}")
     if m.sirm_heads < 1:
         raise ConfigError("model.sirm_heads must be >= 1")
+    if m.distill_projector < 0 or (m.distill_projector and not m.distill):
+        raise ConfigError("model.distill_projector must be >= 0 and needs model.distill on")
     if m.sirm and (m.sgam_hidden < 0 or m.imu_width < 1):
         raise ConfigError("model.sgam_hidden must be >= 0 and model.imu_width >= 1")
     if m.sirm and ctx.spec is not None and ctx.spec.embed_dim % m.sirm_heads:
@@ -296,7 +320,8 @@ def build(cfg: ISCLIPKnobs, parts: Parts) -> None:
     """IMU branch (input stage), SIRM (first refiner), SGAM (pool), distillation (loss)."""
     if cfg.distill:
         parts.teacher = True
-        parts.losses.append(FeatureDistillation(cfg.distill_weight))
+        parts.losses.append(FeatureDistillation(cfg.distill_weight, parts.dim,
+                                                cfg.distill_projector))
     imu = sirm = sgam = None
     if needs_imu(cfg):
         sensors = tuple(s for s, on in (("acc", cfg.imu_acc), ("gyro", cfg.imu_gyro)) if on)
