@@ -238,7 +238,12 @@ class TrainConfig:
     epochs: int = 50
     """isclip §III: 50 epochs. 0 evaluates the initial model only (CLIP zero-shot rows)."""
     batch_size: int = 16
-    """Global batch size (isclip §III: 16); split evenly over workers."""
+    """Global batch size per optimizer step (isclip §III: 16); split evenly over workers and
+    accumulation steps."""
+    accumulation_steps: int = 1
+    """Micro-batches whose gradients are summed before each optimizer step (X-CLIP's official
+    TRAIN.ACCUMULATION_STEPS: 4, giving 8 GPUs x 8 clips x 4 = 256); the loss of each is
+    divided by their count."""
     lr_visual: float = 1e-5
     """Adam learning rate for the CLIP visual encoder (isclip §III)."""
     lr_new: float = 1e-3
@@ -373,7 +378,8 @@ class ExperimentConfig:
                 f"data.base_classes={d.base_classes} must be in [1, data.num_classes-1="
                 f"{d.num_classes - 1}] so that both base and novel classes exist"
             )
-        for name in ("batch_size", "checkpoint_every", "eval_batch_size", "eval_every"):
+        for name in ("batch_size", "checkpoint_every", "eval_batch_size", "eval_every",
+                     "accumulation_steps"):
             if getattr(t, name) < 1:
                 raise ConfigError(f"trainer.{name} must be >= 1")
         if t.epochs < 0:
@@ -412,6 +418,10 @@ class ExperimentConfig:
                 f"trainer.batch_size={t.batch_size} must divide evenly over "
                 f"trainer.num_workers={t.num_workers}"
             )
+        if t.batch_size % (max(t.num_workers, 1) * t.accumulation_steps):
+            raise ConfigError(
+                f"trainer.batch_size={t.batch_size} must divide evenly over trainer.num_workers="
+                f"{t.num_workers} x trainer.accumulation_steps={t.accumulation_steps}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -127,3 +127,26 @@ def test_train_step_is_the_step_written_out(cached):
     assert params.keys() == params2.keys()
     for name in params:
         torch.testing.assert_close(params2[name], params[name], rtol=0, atol=0)
+
+
+def test_gradient_accumulation_equals_one_large_batch(tmp_path, monkeypatch):
+    """Two micro-batches of 4 with their losses halved give the update of one batch of 8 (same
+    sample order), so the reported metrics after an epoch agree."""
+    from vidablate.train import loop
+
+    reports = {}
+    for acc in (1, 2):
+        fake = FakeTrain(tmp_path / f"acc{acc}")
+        exp = {"model": {"sgam": True, "trainable_blocks": 1},
+               "data": {"train_per_class": 1, "test_per_class": 1},
+               "trainer": {"epochs": 2, "batch_size": 8, "num_workers": 0,
+                           "accumulation_steps": acc, "lr_new": 0.05}}
+        with monkeypatch.context() as m:
+            fake.install(m)
+            loop.train_loop_per_worker({"experiment": exp, "mlflow_run_id": None})
+        reports[acc] = fake.reports[-1]
+    for key in ("train_loss", "base_acc", "novel_acc"):
+        assert reports[2][key] == pytest.approx(reports[1][key], rel=1e-4, abs=1e-4), key
+    with pytest.raises(ConfigError, match="accumulation_steps"):
+        ExperimentConfig.from_dict({"trainer": {"batch_size": 8, "accumulation_steps": 3}}
+                                   ).validate()

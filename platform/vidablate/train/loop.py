@@ -331,8 +331,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         ray.train.report(metrics)
         return
     assert data.train is not None
-    per_worker = max(cfg.trainer.batch_size // max(world, 1), 1)
-    steps_per_epoch = max(len(data.train) // max(world, 1) // per_worker, 1)  # drop_last
+    accumulate = cfg.trainer.accumulation_steps
+    per_worker = max(cfg.trainer.batch_size // max(world, 1) // accumulate, 1)
+    steps_per_epoch = max(len(data.train) // max(world, 1) // per_worker // accumulate, 1)
     optimizers, schedulers = make_optimizers(model, cfg.trainer, steps_per_epoch)
     per_step = cfg.trainer.schedule_unit == "step"
     average = EpochAverage(model, cfg.trainer.epoch_average_start) \
@@ -387,18 +388,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             video, target = video.to(device, non_blocking=True), target.to(device,
                                                                            non_blocking=True)
             imu = imu.to(device, non_blocking=True) if imu is not None else None
+            boundary = step % accumulate == 0  # the last micro-batch of an optimizer step
             parts = train_step(wrapped, model, optimizers, video, imu, data.train_names, target,
                                device=device, cached=cached, autocast=autocast,
-                               label_smoothing=cfg.trainer.label_smoothing, weight=weight,
-                               clip_norm=cfg.trainer.grad_clip_norm)
-            if per_step:
+                               label_smoothing=cfg.trainer.label_smoothing,
+                               weight=weight / accumulate, clip_norm=cfg.trainer.grad_clip_norm,
+                               zero_grad=(step - 1) % accumulate == 0, step=boundary)
+            if per_step and boundary:
                 for sched in schedulers.values():
                     sched.step()
             sums[:4] += torch.stack([parts["loss"].detach(), parts["ce"].detach(),
                                      parts.get("kd", torch.zeros((), device=device)).detach(),
                                      torch.ones((), device=device)]).double()
-            if check_every and step % check_every == 0 and not jit_saved \
-                    and ray.train.get_preemption_info() is not None:  # a barrier on all ranks
+            if check_every and boundary and (step // accumulate) % check_every == 0 \
+                    and not jit_saved and ray.train.get_preemption_info() is not None:  # barrier
                 jit_saved = True
                 _jit_checkpoint(rank, model, optimizers, schedulers, epoch, step, sums,
                                 history, run_id, average)
