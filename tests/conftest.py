@@ -80,6 +80,40 @@ def exported_synthetic(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def placeholder_data(tmp_path_factory):
+    """$VIDABLATE_DATA with a one-row manifest and a class-name file for every path the
+    dataset presets name, so spaces whose rows name real datasets pass the dry run (which
+    checks that files exist; their content is checked by the pre-flight of a real run)."""
+    import os
+
+    import yaml
+
+    from vidablate.data.manifest import write_class_names, write_manifest
+
+    root = tmp_path_factory.mktemp("data")
+    old = os.environ.get("VIDABLATE_DATA")
+    os.environ["VIDABLATE_DATA"] = str(root)
+    for preset in sorted((REPO / "platform" / "vidablate" / "conf" / "data").glob("*.yaml")):
+        raw = yaml.safe_load(preset.read_text())
+        n = raw.get("num_classes", 2)
+        paths = [raw.get(k) for k in ("train_manifest", "test_manifest")]
+        paths += raw.get("cross_manifests") or []
+        for key in ("class_names_file", "cross_class_names_file"):
+            if raw.get(key):
+                name = raw[key].replace("${oc.env:VIDABLATE_DATA,data}", str(root))
+                count = 51 if "hmdb51" in name else 101 if "ucf101" in name else n
+                write_class_names([f"class {i}" for i in range(count)], name)
+        for path in filter(None, paths):
+            write_manifest([{"video": "a.mp4", "label": 0, "label_name": "class 0"}],
+                           path.replace("${oc.env:VIDABLATE_DATA,data}", str(root)))
+    yield root
+    if old is None:
+        os.environ.pop("VIDABLATE_DATA")
+    else:
+        os.environ["VIDABLATE_DATA"] = old
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """A private local Ray cluster with 2 CPUs for this test session."""
     import ray

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.synthetic import class_names as synthetic_class_names
+from .data.video import AUG_STYLES
 from .errors import ConfigError
 from .modules import registry
 from .specs import vision_spec, weights_need_quick_gelu
@@ -166,18 +167,27 @@ class DataConfig:
 
     # ------------------------------------------------------------------ augmentation
     augment: bool = False
-    """Training augmentation: multi-scale crop, flip, colour jitter, grayscale (X-CLIP §4.1
-    and its TSN-style pipeline). Off for the embedded default; the real presets turn it on."""
+    """Training augmentation (``aug_style``): off for the embedded default; the real presets
+    and the recipes turn it on."""
+    aug_style: str = "tsn"
+    """tsn: multi-scale crop, flip, colour jitter, grayscale (official X-CLIP datasets/build.py
+    train pipeline; omniclip Table 1) | jitter: short-side scale jitter [S, S*256/224], random
+    crop, flip (PySlowFast, STDD's official code)."""
     aug_flip: float = 0.5
-    """Probability of a horizontal flip of the whole clip."""
+    """Probability of a horizontal flip of the whole clip (official X-CLIP Flip(0.5); omniclip
+    Table 1: RandomFlip 0.5)."""
     aug_color_jitter: float = 0.8
-    """Probability of ColorJitter(0.4, 0.4, 0.2, 0.1) (X-CLIP's training pipeline)."""
+    """Probability of ColorJitter(0.4, 0.4, 0.2, 0.1) (official X-CLIP AUG.COLOR_JITTER 0.8;
+    omniclip Table 1: 0.8)."""
     aug_grayscale: float = 0.2
-    """Probability of converting the clip to grayscale (X-CLIP's training pipeline)."""
+    """Probability of converting the clip to grayscale (official X-CLIP AUG.GRAY_SCALE 0.2;
+    omniclip Table 1: 0.2)."""
     mixup: float = 0.0
-    """Mixup alpha (X-CLIP §4.1: 0.8); 0 = off. Targets become soft, label smoothing applies."""
+    """Mixup alpha; 0 = off (official X-CLIP utils/config.py AUG.MIXUP: 0.8; omniclip Table 1:
+    0.8). Targets become soft, label smoothing applies."""
     cutmix: float = 0.0
-    """CutMix alpha (X-CLIP §4.1: 1.0); 0 = off. With ``mixup`` too, one is drawn per batch."""
+    """CutMix alpha; 0 = off (official X-CLIP utils/config.py AUG.CUTMIX: 1.0; omniclip Table 1:
+    1.0). With ``mixup`` too, one is drawn per batch (official MIXUP_SWITCH_PROB 0.5)."""
 
     # ----------------------------------------------------------------------- k-shot
     cache_train_views: int = 4
@@ -465,6 +475,8 @@ def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig)
         raise ConfigError(f"data.sampling must be one of {SAMPLINGS}, got {d.sampling!r}")
     if d.decoder not in DECODERS:
         raise ConfigError(f"data.decoder must be one of {DECODERS}, got {d.decoder!r}")
+    if d.aug_style not in AUG_STYLES:
+        raise ConfigError(f"data.aug_style must be one of {AUG_STYLES}, got {d.aug_style!r}")
     if d.imu_span not in ("clip", "frames"):
         raise ConfigError(f"data.imu_span must be clip|frames, got {d.imu_span!r}")
     if d.on_corrupt not in ("skip", "fail"):

@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 # isort: split
 from vidablate.data import video as video_mod
@@ -469,3 +470,28 @@ def test_augment_spec_validates():
         AugmentSpec(flip=1.5)
     with pytest.raises(ValueError, match="frames must be a uint8"):
         eval_views(np.zeros((2, 8, 8, 3), np.float32), 8)
+
+
+def test_jitter_style_is_a_scale_jittered_random_crop_with_flip():
+    """PySlowFast's training transform (STDD's official code): short side jittered in
+    [224, 256] for a 224 crop, random crop, flip; no photometric change."""
+    frames = np.random.default_rng(0).integers(0, 256, (3, 240, 320, 3), dtype=np.uint8)
+    spec = AugmentSpec(style="jitter", flip=0.0)
+    torch.manual_seed(0)
+    clip = train_clip(frames, 224, spec)
+    assert clip.shape == (3, 3, 224, 224)
+    # the crop is a window of the resized frames: un-normalised values stay inside [0, 1]
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    pixels = clip * std + mean
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    torch.manual_seed(0)
+    short = int(torch.randint(224, 257, ()))
+    top = int(torch.randint(short - 224 + 1, ()))
+    left = int(torch.randint(round(320 * short / 240) - 224 + 1, ()))
+    resized = torchvision.transforms.v2.functional.resize(
+        torch.from_numpy(frames).permute(0, 3, 1, 2), [short], antialias=True)
+    expected = resized[..., top:top + 224, left:left + 224].float() / 255
+    torch.testing.assert_close(pixels, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="style"):
+        AugmentSpec(style="randaug")

@@ -115,7 +115,7 @@ def samplings(cfg: ExperimentConfig) -> tuple[ClipSampling, ClipSampling]:
     """(train, eval) clip sampling from DataConfig and EvalConfig."""
     d, e = cfg.data, cfg.eval
     augment = AugmentSpec(flip=d.aug_flip, color_jitter=d.aug_color_jitter,
-                          grayscale=d.aug_grayscale, enabled=d.augment)
+                          grayscale=d.aug_grayscale, enabled=d.augment, style=d.aug_style)
     common = dict(num_frames=d.num_frames, image_size=d.image_size, rate=d.sampling_rate,
                   imu_span=d.imu_span)
     return (ClipSampling(**common, mode=d.sampling, train=True, augment=augment),

@@ -41,6 +41,8 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 BACKENDS = ("decord", "pyav")
+AUG_STYLES = ("tsn", "jitter")
+"""Training augmentation: X-CLIP's TSN-style pipeline, or PySlowFast's scale jitter."""
 SAMPLING = ("sparse", "dense")
 
 
@@ -464,6 +466,11 @@ class AugmentSpec:
     to size x size; horizontal flip; ColorJitter(0.4, 0.4, 0.2, 0.1) with probability
     ``color_jitter``; grayscale with probability ``grayscale``. ``enabled=False`` gives the
     eval geometry (resize short side, centre crop) with no randomness.
+
+    ``style="jitter"`` is PySlowFast's training transform instead (STDD's official code with
+    AUG.ENABLE False): the short side resized to a random length in [size, size * 256 / 224]
+    (TRAIN_JITTER_SCALES [224, 256]), a random size x size crop, the flip; no colour jitter
+    or grayscale.
     """
 
     scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
@@ -471,8 +478,11 @@ class AugmentSpec:
     color_jitter: float = 0.8
     grayscale: float = 0.2
     enabled: bool = True
+    style: str = "tsn"
 
     def __post_init__(self) -> None:
+        if self.style not in AUG_STYLES:
+            raise ValueError(f"style must be one of {AUG_STYLES}, got {self.style!r}")
         if not self.scales or not all(0 < s <= 1 for s in self.scales):
             raise ValueError(f"scales must be a non-empty tuple in (0, 1], got {self.scales!r}")
         for name in ("flip", "color_jitter", "grayscale"):
@@ -556,6 +566,16 @@ def train_clip(frames: np.ndarray, size: int, spec: AugmentSpec) -> torch.Tensor
     if not spec.enabled:
         return eval_views(frames, size, 1)[0]
     video = _as_video(frames)
+    if spec.style == "jitter":
+        short = int(torch.randint(size, round(size * 256 / 224) + 1, ()))
+        video = F.resize(video, [short], antialias=True)
+        height, width = video.shape[-2:]
+        top = int(torch.randint(height - size + 1, ()))
+        left = int(torch.randint(width - size + 1, ()))
+        video = video[..., top:top + size, left:left + size]
+        if float(torch.rand(())) < spec.flip:
+            video = video.flip(-1)
+        return _normalise(video)
     top, left, crop_h, crop_w = _multiscale_box(*video.shape[-2:], spec.scales)
     video = F.resize(video[..., top:top + crop_h, left:left + crop_w], [size, size],
                      antialias=True)

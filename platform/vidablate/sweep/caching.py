@@ -5,6 +5,7 @@ out over the cluster, and size each trial's resource request so that light trial
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -40,10 +41,12 @@ def cache_root(path: str | None, storage: str) -> str:
     return path or f"{storage.rstrip('/')}/feature_cache"
 
 
-def plan_trials(trials: list[TrialSpec], root: str, mode: str) -> dict[str, TrialCache]:
+def plan_trials(trials: list[TrialSpec], root: str, mode: str, random_weights: bool = False
+                ) -> dict[str, TrialCache]:
     """Each trial's cache plan, computed on the driver by building its data and model the way
     the trial will (same seed, so random weights hash the same). Distinct models and datasets
-    are built once."""
+    are built once. ``random_weights`` (the dry run) builds them without their pretrained
+    weights: the decisions and sizes are the same, the entry keys are not the run's."""
     models: dict[str, Any] = {}
     datas: dict[str, Any] = {}
     out: dict[str, TrialCache] = {}
@@ -63,7 +66,9 @@ def plan_trials(trials: list[TrialSpec], root: str, mode: str) -> dict[str, Tria
         else:
             if model_key not in models:
                 seed_everything(cfg.trainer.seed)  # the loop seeds before building its model
-                models[model_key] = build_model(cfg.model, cfg.data.num_frames)
+                model_cfg = dataclasses.replace(cfg.model, pretrained=None) \
+                    if random_weights else cfg.model  # a dry run downloads no weights
+                models[model_key] = build_model(model_cfg, cfg.data.num_frames)
             try:
                 p = cache.plan(cfg, models[model_key], data, root, mode)
             except cache.CacheError as err:

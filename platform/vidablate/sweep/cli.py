@@ -60,6 +60,7 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False) -
         verbose_workers=bool(raw["verbose_workers"]), dry_run=bool(raw["dry_run"]),
         cache="off" if raw["cache"] in (False, "off") else str(raw["cache"]),
         cache_path=raw["cache_path"], cache_only=cache_only,
+        recipe=str(raw.get("recipe_name", "auto")),
     )
     try:
         report = run_sweep(str(raw["space"]), base, explicit_overrides(raw, task_overrides),

@@ -175,6 +175,19 @@ def _train_clips(d: dict[str, Any]) -> int:
         return 0
 
 
+def recipe_line(space: Space, trials: list[TrialSpec]) -> str:
+    """Which paper recipe the trials run (``conf/recipe/<name>.yaml``), and why not when not."""
+    used = sorted({t.recipe for t in trials if t.recipe})
+    n = sum(bool(t.recipe) for t in trials)
+    if used:
+        return f"  recipe: {', '.join(used)} on {n} of {len(trials)} trials (conf/recipe/)"
+    if space.recipe:
+        return (f"  recipe: none (the space's recipe {space.recipe} applies to real data; the "
+                f"embedded synthetic default keeps its CPU budget; recipe={space.recipe} "
+                f"forces it)")
+    return "  recipe: none"
+
+
 def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
              plans: dict[str, TrialCache] | None = None) -> str:
     """Dry-run view: the trials a space expands to and their estimated cost (training clip
@@ -197,9 +210,10 @@ def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
             lines.append(f"  every trial: {describe_plan(plans[t.key], t.experiment['trainer'])}"
                          f" (sampled values that change the frozen prefix build their own "
                          f"entries)")
+        lines.append(recipe_line(space, trials))
         return "\n".join(lines)
     lines = [f"space {space.name}: {len(space.rows)} rows x {len(trials) // len(space.rows)} "
-             f"seeds = {len(trials)} trials"]
+             f"seeds = {len(trials)} trials", recipe_line(space, trials)]
     costs: dict[str, tuple[int, int, float]] = {}
     for t in trials:
         d, tr = t.experiment["data"], t.experiment["trainer"]

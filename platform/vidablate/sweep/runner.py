@@ -84,6 +84,9 @@ class SweepSettings:
     """Where cached features live; default ``<storage>/feature_cache`` (shared by nodes)."""
     cache_only: bool = False
     """Build the trials' feature-cache entries and stop (``jobs/cache_features.py``)."""
+    recipe: str = "auto"
+    """The papers' recipes: ``auto`` (each space's own ``recipe`` on real data), ``none``, or a
+    recipe name for every trial (``conf/recipe/<name>.yaml``)."""
 
 
 @dataclass
@@ -151,12 +154,13 @@ def run_sweep(
     space = load_space(space_name)
     if settings.rows:
         space = select_rows(space, settings.rows)
-    trials = expand(space, base, overrides, settings.seeds)  # fails before any trial starts
+    trials = expand(space, base, overrides, settings.seeds, settings.recipe)  # fails before any trial starts
     sid = sweep_id(space, trials)
     root = _cache_root(settings)
     planned = trials if space.kind != "hpo" else trials[:1]  # HPO: the template's prefix
     if settings.dry_run:
-        print(describe(space, trials, plans=plan_trials(planned, root, settings.cache)))
+        print(describe(space, trials, plans=plan_trials(planned, root, settings.cache,
+                                                        random_weights=True)))
         return None
     check_storage(_storage(settings))
     if settings.resume:  # a damaged Tune state is reported before anything starts

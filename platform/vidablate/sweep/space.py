@@ -20,7 +20,11 @@ from omegaconf import OmegaConf
 from ..config import DATA_PATH_FIELDS, ConfigError, ExperimentConfig, dotted_to_nested, merge
 
 _TOP_KEYS = {"name", "paper", "title", "source", "metrics", "fixed", "seeds", "rows", "notes",
-             "kind", "objective", "num_samples", "sampler", "search", "dataset"}
+             "kind", "objective", "num_samples", "sampler", "search", "dataset", "recipe",
+             "embedded"}
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "conf" / "recipe"
+"""The papers' recipes (``recipe=<name>``, a Hydra group): their training and evaluation
+settings, with the paper sentence or official-code fact of each value."""
 _ROW_KEYS = {"name", "label", "toggles", "paper", "paper_all", "dataset"}
 KINDS = ("table", "hpo")
 DISTRIBUTIONS = {"loguniform": ("low", "high"), "uniform": ("low", "high"),
@@ -70,6 +74,12 @@ class Space:
     """HPO: dotted config key -> distribution (see ``DISTRIBUTIONS``)."""
     dataset: str = ""
     """A dataset preset for every row (a row's own ``dataset`` wins); empty = the command's."""
+    recipe: str = ""
+    """The paper's recipe (``conf/recipe/<name>.yaml``) applied to the trials on real data
+    (``recipe=auto``); the embedded synthetic default keeps its CPU budget."""
+    embedded: dict[str, Any] = field(default_factory=dict)
+    """Settings (dotted keys) for trials on the embedded synthetic default only, e.g. what the
+    tiny CLIP's 16-token text context allows."""
 
 
 @dataclass
@@ -81,6 +91,8 @@ class TrialSpec:
     seed: int
     experiment: dict[str, Any]
     params: dict[str, Any] = field(default_factory=dict)
+    recipe: str = ""
+    """The recipe applied to this trial (empty: none)."""
 
 
 def spaces_dirs() -> list[Path]:
@@ -182,6 +194,7 @@ def load_space(name_or_path: str | Path) -> Space:
         fixed=dict(raw.get("fixed") or {}), seeds=list(seeds), rows=rows, path=path,
         notes=str(raw.get("notes", "")), kind=kind, objective=objective,
         num_samples=num_samples, search=search, dataset=str(raw.get("dataset") or ""),
+        recipe=str(raw.get("recipe") or ""), embedded=dict(raw.get("embedded") or {}),
     )
 
 
@@ -232,31 +245,66 @@ def expand(
     base: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     seeds: list[int] | None = None,
+    recipe: str = "auto",
 ) -> list[TrialSpec]:
     """Rows × seeds -> validated trials.
 
-    Precedence (later wins): ``base`` (Hydra groups) < the space's ``fixed`` < ``overrides``
-    (explicit command-line settings) < the row's toggles < the seed.
+    Precedence (later wins): ``base`` (Hydra groups) < the space's dataset preset < the row's
+    dataset preset < the recipe < the space's ``fixed`` < the space's ``embedded`` settings (on
+    synthetic data only) < ``overrides`` (explicit command-line settings) < the row's toggles <
+    the seed. ``recipe``: ``auto`` = the space's recipe on real data, ``none``, or a recipe name
+    for every trial (``recipe=<name>`` on the command line).
     """
-    trials = []
-    fixed = merge(base or {}, dataset_preset(space.dataset, f"{space.path}: dataset"))
-    fixed = merge(fixed, dotted_to_nested(space.fixed))
-    common = merge(fixed, overrides or {})
+    if space.recipe:
+        recipe_preset(space.recipe, f"{space.path}: recipe")  # a bad name fails before launch
     if space.kind == "hpo":
-        return _probe_hpo(space, common, seeds)
+        common, used = _layers(space, base, overrides, {}, recipe)
+        return _probe_hpo(space, common, seeds, used)
+    trials = []
     for row in space.rows:
-        row_base = common
-        if row.dataset:
-            where = f"{space.path}: row {row.name!r}: dataset"
-            row_base = merge(merge(fixed, dataset_preset(row.dataset, where)), overrides or {})
+        where = f"{space.path}: row {row.name!r}"
+        row_data = dataset_preset(row.dataset, f"{where}: dataset") if row.dataset else {}
+        row_base, used = _layers(space, base, overrides, row_data, recipe)
         for seed in seeds or space.seeds:
             exp = merge(merge(row_base, dotted_to_nested(row.toggles)), {"trainer": {"seed": seed}})
-            where = f"{space.path}: row {row.name!r}"
             cfg = _validated(space, exp, where)
             key = f"{row.name}-s{seed}"
             params = {**{k: v for k, v in row.toggles.items()}, "seed": seed, "row": row.name}
-            trials.append(TrialSpec(key, row.name, seed, cfg.to_dict(), params))
+            trials.append(TrialSpec(key, row.name, seed, cfg.to_dict(), params, used))
     return trials
+
+
+def _layers(space: Space, base: dict[str, Any] | None, overrides: dict[str, Any] | None,
+            row_data: dict[str, Any], recipe: str) -> tuple[dict[str, Any], str]:
+    """The merged settings of a row below its toggles, and the recipe they include."""
+    space_data = dataset_preset(space.dataset, f"{space.path}: dataset")
+
+    def stack(recipe_layer: dict[str, Any], embedded: dict[str, Any]) -> dict[str, Any]:
+        out = merge(merge(merge(base or {}, space_data), row_data), recipe_layer)
+        out = merge(merge(out, dotted_to_nested(space.fixed)), embedded)
+        return merge(out, overrides or {})
+
+    plain = stack({}, {})
+    synthetic = (plain.get("data") or {}).get("dataset", "synthetic") == "synthetic"
+    name = {"none": "", "auto": "" if synthetic else space.recipe}.get(recipe, recipe)
+    layer = recipe_preset(name, "recipe") if name else {}
+    embedded = dotted_to_nested(space.embedded) if synthetic else {}
+    return stack(layer, embedded), name
+
+
+def recipe_preset(name: str, where: str) -> dict[str, Any]:
+    """A recipe's settings (``conf/recipe/<name>.yaml``, including the recipes its
+    ``defaults`` list names) as nested sections."""
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.is_file() or name in ("auto", "none"):
+        known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if p.stem not in ("auto", "none"))
+        raise SpaceError(f"{where}={name!r}: no such recipe; known: {known}")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    out: dict[str, Any] = {}
+    for parent in raw.pop("defaults", None) or []:
+        out = merge(out, recipe_preset(str(parent), f"{path}: defaults"))
+    raw.pop("recipe_name", None)
+    return merge(out, raw)
 
 
 def _validated(space: Space, exp: dict[str, Any], where: str) -> ExperimentConfig:
@@ -305,8 +353,8 @@ def dataset_preset(name: str, where: str) -> dict[str, Any]:
     return {"data": raw}
 
 
-def _probe_hpo(space: Space, common: dict[str, Any], seeds: list[int] | None
-               ) -> list[TrialSpec]:
+def _probe_hpo(space: Space, common: dict[str, Any], seeds: list[int] | None,
+               recipe: str = "") -> list[TrialSpec]:
     """HPO spaces: validate every bound / choice of every dimension (others at their first
     value) before launch; returns one template trial per seed holding the common config."""
     first = {k: dimension_values(d)[0] for k, d in space.search.items()}
@@ -318,7 +366,8 @@ def _probe_hpo(space: Space, common: dict[str, Any], seeds: list[int] | None
     for seed in seeds or space.seeds:
         exp = merge(merge(common, dotted_to_nested(first)), {"trainer": {"seed": seed}})
         cfg = _validated(space, exp, f"{space.path}")  # sampled keys are overwritten per trial
-        trials.append(TrialSpec(f"hpo-s{seed}", "hpo", seed, cfg.to_dict(), {"seed": seed}))
+        trials.append(TrialSpec(f"hpo-s{seed}", "hpo", seed, cfg.to_dict(), {"seed": seed},
+                                recipe))
     return trials
 
 
