@@ -101,8 +101,8 @@ class DataConfig:
     top-1/top-5 (the closed-set tables of xclip, motionprompt, stdd, omniclip).
     ``cross_dataset``: train on every class of this dataset, evaluate zero-shot on each of
     ``cross_manifests`` with the classes of ``cross_class_names_file``; report the mean and
-    std of top-1/top-5 over those splits (xclip Table 5, motionprompt Table 5: K400 ->
-    HMDB51/UCF101, three splits)."""
+    std of top-1/top-5 over those splits (xclip Table 3, motionprompt Table 6: K400 ->
+    HMDB51/UCF101, three splits; motionprompt Table 7: HMDB51 <-> UCF101)."""
     num_classes: int = 32
     """UESTC-MMEA-CL has 32 classes (isclip §III). For a manifest dataset it must equal the
     number of names in ``class_names_file`` (checked)."""
@@ -201,8 +201,9 @@ class DataConfig:
     cache_part_rows: int = 256
     """Clips per cache part file: the unit of parallel building and of rebuilding."""
     k_shot: int = 0
-    """Training examples per class drawn from the train split (xclip Table 6, motionprompt
-    Table 4: 2/4/8/16); 0 = every example."""
+    """Training examples per class drawn from the train split (xclip Table 5, motionprompt
+    Table 5, omniclip Table 5: 2/4/8/16; motionprompt Table 4: K400 5-shot); 0 = every
+    example."""
     k_shot_seed: int = -1
     """Seed of the k-shot draw; -1 = ``trainer.seed`` (each table seed draws its own split, so
     mean +- std over seeds is over splits). The drawn list is saved with the run."""
@@ -225,7 +226,8 @@ class EvalConfig:
     """How a clip is scored: views per clip and how their scores combine."""
 
     temporal_views: int = 1
-    """Clips sampled along time per video (X-CLIP §4.1 multi-view: 4 clips; 1 = single view)."""
+    """Clips sampled along time per video (xclip Table 6 "+ 4x3-views Inference" and official
+    main.py TEST.NUM_CLIP 4; motionprompt §4.1 and omniclip §4.1: 4 x 3 views; 1 = single view)."""
     spatial_crops: int = 1
     """Spatial crops per clip: 1 (centre) or 3 (both ends and the centre of the long side;
     X-CLIP: 4 x 3 views)."""
@@ -261,9 +263,11 @@ class TrainConfig:
     lr_text: float = 0.0
     """Learning rate of the text tower when ``model.train_text``; 0 means ``lr_visual``."""
     visual_optimizer: str = "adam"
-    """adam | adamw | sgd for the CLIP towers (isclip §III: Adam; X-CLIP §4.1: AdamW)."""
+    """adam | adamw | sgd for the CLIP towers (isclip §III: Adam; X-CLIP official
+    utils/optimizer.py and omniclip Table 1: AdamW)."""
     new_optimizer: str = "sgd"
-    """adam | adamw | sgd for the new modules (isclip §III: SGD; X-CLIP §4.1: AdamW)."""
+    """adam | adamw | sgd for the new modules (isclip §III: SGD; X-CLIP official
+    utils/optimizer.py and omniclip Table 1: AdamW)."""
     momentum: float = 0.9
     """SGD momentum for the new modules (isclip leaves it open)."""
     weight_decay: float = 0.0

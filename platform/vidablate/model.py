@@ -42,7 +42,8 @@ __all__ = ["CosineHead", "MeanPool", "Pooled", "StageContext", "TemplatePrompts"
 
 
 class MeanPool(nn.Module):
-    """CLIP-Mean: the average of the frame features (isclip §II-A; X-CLIP's "mean pooling")."""
+    """CLIP-Mean: the average of the frame features (isclip §II-A; xclip §4.5 "CLIP-Mean";
+    motionprompt §4.2 "Mean Pooling")."""
 
     def forward(self, frames: torch.Tensor, ctx: StageContext) -> Pooled:
         return Pooled(frames.mean(dim=1))

@@ -4,10 +4,10 @@ names, and how their accuracies combine.
 * ``base_novel`` (isclip §III): train on the first ``base_classes``; score base and novel
   clips each in their own label space; report base/novel accuracy and their harmonic mean.
 * ``closed_set``: train and test on every class; top-1/top-5.
-* ``cross_dataset`` (xclip Table 5, motionprompt Table 5): train on every class of the source
+* ``cross_dataset`` (xclip Table 3, motionprompt Tables 6 and 7): train on every class of the source
   dataset; score each target split zero-shot with the target's class names; report the mean
   and std over splits.
-* k-shot (xclip Table 6, motionprompt Table 4): ``data.k_shot`` training clips per class drawn
+* k-shot (xclip Table 5, motionprompt Tables 4-5, omniclip Table 5): ``data.k_shot`` training clips per class drawn
   with an explicit seed; the drawn list is returned so the runner can save it with the run.
 """
 

@@ -72,7 +72,8 @@ def mixed_channels(width: int, gamma: float) -> int:
 
 
 def masked_per_window(window: tuple[int, int], ratio: float) -> int:
-    """Tokens discarded per w1 x w2 window (official: ``int(mask_rate * w1 * w2)``)."""
+    """Tokens discarded per w1 x w2 window: floor(ratio * w1 * w2), the number the official
+    ``int(mask_rate * T * P * P) // (T * cells)`` gives."""
     return int(ratio * window[0] * window[1] + 1e-9)
 
 

@@ -178,7 +178,8 @@ class CrossAttention(nn.Module):
 
 class PromptGeneratorLayer(nn.Module):
     """One block of the video-specific prompt (xclip Eq. 10):
-    c_bar = c + MHSA(LN(c), z_bar); c_tilde = c_bar + FFN(LN(c_bar))."""
+    c_bar = c + MHSA(LN(c), z_bar); c_tilde = c_bar + FFN(LN(c_bar)), with the pre-LayerNorms
+    of the official PromptGeneratorLayer (Eq. 10 itself writes none)."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
