@@ -31,7 +31,7 @@ from torch import nn
 from .specs import VisionSpec
 
 STAGE_LABELS = {"pool": "frame->video pool", "head": "head", "prompts": "text prompts",
-                "cross_modal": "cross-modal stage"}
+                "cross_modal": "cross-modal stage", "templates": "hand-crafted template set"}
 """Stages that at most one toggle may claim, with the words error messages use."""
 
 

@@ -18,6 +18,7 @@ from vidablate.config import ConfigError, ExperimentConfig, ModelConfig
 from vidablate.data.synthetic import class_names
 from vidablate.model import build_model
 from vidablate.modules.stdd import (
+    CT_TEMPLATES,
     DEFAULT_PROMPT_FILE,
     FramePromptAlignment,
     PromptFileError,
@@ -30,6 +31,7 @@ from vidablate.modules.stdd import (
     visible_index_table,
     window_masks,
 )
+from vidablate.stages import StageContext
 
 B, T = 2, 4
 NAMES = ["red square moving left", "red square moving right", "green circle moving up"]
@@ -476,12 +478,16 @@ def test_full_model_logits_use_eq8_over_frames_and_prompts(tiny_model):
     # st_aug without align: one averaged feature per class through the cosine head
     ens = tiny_model.shared(train=False, st_aug=True)
     assert ens.encode_text(NAMES, out.ctx).shape == (3, 64)
-    # align without st_aug: the template, K = 1
+    # align without st_aug: one template feature per class, scored as the official code
+    # (mean over frames of the cosine); align_single=eq8 keeps Eq. 8 with K = 1
     one = tiny_model.shared(train=False, align=True)
     o = one.encode_video(_video())
+    cos = F.normalize(o.ctx.frames, dim=-1) @ F.normalize(one.text(NAMES), dim=-1).t()
+    torch.testing.assert_close(one.logits_of(o, NAMES), one.logit_scale.exp() * cos.mean(1))
+    eq8 = tiny_model.shared(train=False, align=True, align_single="eq8")
     torch.testing.assert_close(
-        one.logits_of(o, NAMES),
-        one.logit_scale.exp() * alignment_scores(o.ctx.frames, one.text(NAMES)))
+        eq8.logits_of(o, NAMES),
+        eq8.logit_scale.exp() * alignment_scores(o.ctx.frames, eq8.text(NAMES)))
 
 
 # --------------------------------------------------------------------------- config
@@ -527,3 +533,32 @@ def test_parse_scales():
     assert parse_scales("1,2") == (1, 2)
     with pytest.raises(ValueError):
         parse_scales("0")
+
+
+def test_one_feature_per_class_is_scored_as_the_official_code(tiny_model):
+    """With [C, D] text (no prompt sets) the default head is the mean over frames of the
+    frame-class cosine (STDD's official 2-D classifier); eq8 keeps Eq. 8 with K = 1."""
+    frames = torch.randn(2, 4, 64, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(3, 64, generator=torch.Generator().manual_seed(1))
+    ctx = StageContext(frames=frames)
+    scale = torch.tensor(0.0)
+    v2t = FramePromptAlignment()(frames.mean(1), text, ctx, scale)
+    cos = F.normalize(frames, dim=-1) @ F.normalize(text, dim=-1).t()
+    torch.testing.assert_close(v2t, cos.mean(dim=1))
+    eq8 = FramePromptAlignment("eq8")(frames.mean(1), text, ctx, scale)
+    torch.testing.assert_close(eq8, alignment_scores(frames, text))
+    assert not torch.allclose(v2t, eq8)
+
+
+def test_category_templates_are_the_official_28(tiny_model):
+    model = tiny_model.shared(ct_templates=True, align=True, train=False)
+    names = ["red square moving left", "blue triangle growing"]
+    feats = []
+    for template in CT_TEMPLATES:
+        f = model.text.encode_tokens(model.text.tokenize([template.format(n) for n in names]))
+        feats.append(F.normalize(f, dim=-1))
+    expected = F.normalize(torch.stack(feats).mean(0), dim=-1)
+    torch.testing.assert_close(model.text(names), expected)
+    assert len(CT_TEMPLATES) == 28 and CT_TEMPLATES[-1] == "a demonstration of a person practicing {}."
+    with pytest.raises(ConfigError, match="ct_templates"):
+        ExperimentConfig(model=ModelConfig(ct_templates=True, st_aug=True)).validate()

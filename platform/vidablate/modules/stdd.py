@@ -43,6 +43,14 @@ STCA_SHORTCUTS = ("mixed", "frame")
 STCA_QUERIES = ("mixed", "frame")
 ADAPTATIONS = ("", "frozen", "prompt", "full")
 PROMPT_SETS = ("all", "spatial", "temporal")
+ALIGN_SINGLE = ("v2t", "eq8")
+CT_TEMPLATES: tuple[str, ...] = tuple(
+    f"a {kind} of {who}{{}}." for kind in ("photo", "video", "example", "demonstration")
+    for who in ("", "a person ", "a person using ", "a person doing ", "a person during ",
+                "a person performing ", "a person practicing "))
+"""Table 3's category templates (CT) as STDD's official code builds them (``text_prompt``:
+"a photo of {}.", "a photo of a person {}.", ... "a demonstration of a person practicing
+{}.", 28 in all, Open-VCLIP's list); the class feature is their normalised mean."""
 _SET_KEYS = {"spatial": ("spatial",), "temporal": ("temporal",), "all": ("spatial", "temporal")}
 
 
@@ -459,14 +467,28 @@ class FramePromptAlignment(nn.Module):
     """Head scoring classes by Eq. 8 over the frames (``ctx.frames``, after any refiner) and the
     class prompts, scaled by CLIP's temperature (official: ``logit_scale.exp() * sims``); used for
     training (Eq. 9, cross-entropy) and zero-shot inference. No pooling: the pooled video
-    embedding is ignored. Text of shape [C, K, D] is prompt-level, [C, D] is one prompt per
-    class."""
+    embedding is ignored. Text of shape [C, K, D] is prompt-level.
+
+    Text of shape [C, D] (one feature per class, e.g. category templates) is scored with
+    ``single``: ``v2t`` = the mean over frames of the frame-class cosine, S^v2t of Eq. 8, what
+    the official code computes for a 2-D class-feature matrix; ``eq8`` = Eq. 8 with K = 1 (the
+    mean of that and the best frame's cosine)."""
+
+    def __init__(self, single: str = "v2t") -> None:
+        super().__init__()
+        if single not in ALIGN_SINGLE:
+            raise ValueError(f"single must be one of {ALIGN_SINGLE}, got {single!r}")
+        self.single = single
 
     def forward(self, video: torch.Tensor, text: torch.Tensor, ctx: object,
                 logit_scale: torch.Tensor) -> torch.Tensor:
         frames = getattr(ctx, "frames", None)
         if frames is None:
             frames = video.unsqueeze(1)
+        if text.dim() == 2 and self.single == "v2t":
+            z = F.normalize(frames.float(), dim=-1)
+            sims = torch.einsum("btd,cd->btc", z, F.normalize(text.float(), dim=-1))
+            return logit_scale.exp() * sims.mean(dim=1)
         return logit_scale.exp() * alignment_scores(frames, text)
 
 
@@ -541,6 +563,13 @@ class STDDKnobs:
     align_prompt_sets: str = "all"
     """Prompts used by ``st_aug``: all ([S]+[T]) | spatial ([S]) | temporal ([T]) (stdd
     Figure 4)."""
+    align_single: str = "v2t"
+    """How ``align`` scores one text feature per class (no ``st_aug``): v2t (the mean over
+    frames of the frame-class cosine, S^v2t of Eq. 8: STDD's official code for a 2-D class
+    matrix) | eq8 (Eq. 8 with K = 1)."""
+    ct_templates: bool = False
+    """Category templates of Table 3 ("CT"): the class text is the normalised mean over the 28
+    templates of STDD's official code (``CT_TEMPLATES``) instead of ``prompt_template``."""
 
 
 def validate(ctx: ValidationContext) -> None:
@@ -549,7 +578,8 @@ def validate(ctx: ValidationContext) -> None:
     for name, allowed in (("wsm_train_phase", WSM_TRAIN_PHASES), ("mcm_mode", MCM_MODES),
                           ("mcm_edge", MCM_EDGES),
                           ("stca_shortcut", STCA_SHORTCUTS), ("stca_query", STCA_QUERIES),
-                          ("stdd_adaptation", ADAPTATIONS), ("align_prompt_sets", PROMPT_SETS)):
+                          ("stdd_adaptation", ADAPTATIONS), ("align_prompt_sets", PROMPT_SETS),
+                          ("align_single", ALIGN_SINGLE)):
         if getattr(m, name) not in allowed:
             raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(m, name)!r}")
     if m.wsm_w1 < 1 or m.wsm_w2 < 1:
@@ -596,6 +626,9 @@ def validate(ctx: ValidationContext) -> None:
     if m.stdd_adaptation == "prompt" and ctx.on("block_messages"):
         raise ConfigError(f"model.stdd_adaptation='prompt' and model.{ctx.on('block_messages')[0]}"
                           " both add per-block message tokens; turn one off")
+    if m.ct_templates and ctx.on("prompts"):
+        raise ConfigError(f"model.ct_templates sets hand-crafted templates, but "
+                          f"model.{ctx.on('prompts')[0]} replaces them; turn one off")
     if m.align:
         if ctx.on("pool"):
             raise ConfigError(f"model.align scores frames against prompts without pooling "
@@ -642,13 +675,17 @@ def build(cfg: STDDKnobs, parts: Parts) -> None:
         source, per_prompt = cfg.align_prompt_file, cfg.align
         parts.set_prompts(lambda text: PromptSets(text, sets, source, per_prompt=per_prompt),
                           "model.st_aug")
+    if cfg.ct_templates:
+        if parts.templates is not None:
+            raise ValueError("model.ct_templates sets the template list, and another one is on")
+        parts.templates = list(CT_TEMPLATES)
     if cfg.align:
-        parts.set_head(FramePromptAlignment(), "model.align")
+        parts.set_head(FramePromptAlignment(cfg.align_single), "model.align")
 
 
 PAPER = Paper(
     name="stdd", knobs=STDDKnobs, build=build, validate=validate,
-    claims={"stca": "tower", "st_aug": "prompts", "align": "head"},
+    claims={"stca": "tower", "st_aug": "prompts", "align": "head", "ct_templates": "templates"},
     temporal={"stca mcm (stdd)": {"stca": True, "wsm": False},
               "stca wsm+mcm (stdd)": {"stca": True}},
     attention={"stca": True},

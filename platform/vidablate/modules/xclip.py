@@ -471,7 +471,7 @@ def build(cfg: XCLIPKnobs, parts: Parts) -> None:
 
 PAPER = Paper(
     name="xclip", knobs=XCLIPKnobs, build=build, validate=validate,
-    claims={"cct": ("tower", "block_messages"), "mit": "refiner",
+    claims={"cct": ("tower", "block_messages"), "mit": "refiner", "prompt_ensemble": "templates",
             "video_prompt": ("text_refiner", "per_video_text"), "linear_head": "head",
             "learnable_ctx": "prompts"},
     temporal={"mit (xclip)": {"mit": True}, "cct + mit (xclip)": {"cct": True, "mit": True}},
