@@ -25,7 +25,7 @@ _TOP_KEYS = {"name", "paper", "title", "source", "metrics", "fixed", "seeds", "r
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "conf" / "recipe"
 """The papers' recipes (``recipe=<name>``, a Hydra group): their training and evaluation
 settings, with the paper sentence or official-code fact of each value."""
-_ROW_KEYS = {"name", "label", "toggles", "paper", "paper_all", "dataset"}
+_ROW_KEYS = {"name", "label", "toggles", "paper", "paper_all", "dataset", "recipe"}
 KINDS = ("table", "hpo")
 DISTRIBUTIONS = {"loguniform": ("low", "high"), "uniform": ("low", "high"),
                  "int": ("low", "high"), "categorical": ("values",)}
@@ -48,6 +48,8 @@ class Row:
     """Every number the paper gives for this row (dataset -> metric -> value), for the record."""
     dataset: str = ""
     """A dataset preset (``conf/data/<name>.yaml``) this row runs on; empty = the sweep's."""
+    recipe: str = ""
+    """The paper's recipe for this row on real data, when it differs from the space's."""
 
 
 @dataclass
@@ -161,7 +163,8 @@ def load_space(name_or_path: str | Path) -> Space:
         rows.append(Row(str(r["name"]), str(r.get("label", r["name"])),
                         dict(r.get("toggles") or {}),
                         {k: float(v) for k, v in paper.items()},
-                        dict(r.get("paper_all") or {}), str(r.get("dataset") or "")))
+                        dict(r.get("paper_all") or {}), str(r.get("dataset") or ""),
+                        str(r.get("recipe") or "")))
     if kind == "table" and not rows:
         raise SpaceError(f"{path}: 'rows' is empty")
     if kind == "hpo" and rows:
@@ -255,8 +258,8 @@ def expand(
     the seed. ``recipe``: ``auto`` = the space's recipe on real data, ``none``, or a recipe name
     for every trial (``recipe=<name>`` on the command line).
     """
-    if space.recipe:
-        recipe_preset(space.recipe, f"{space.path}: recipe")  # a bad name fails before launch
+    for name in {space.recipe, *(r.recipe for r in space.rows)} - {""}:
+        recipe_preset(name, f"{space.path}: recipe")  # a bad name fails before launch
     if space.kind == "hpo":
         common, used = _layers(space, base, overrides, {}, recipe)
         return _probe_hpo(space, common, seeds, used)
@@ -264,7 +267,7 @@ def expand(
     for row in space.rows:
         where = f"{space.path}: row {row.name!r}"
         row_data = dataset_preset(row.dataset, f"{where}: dataset") if row.dataset else {}
-        row_base, used = _layers(space, base, overrides, row_data, recipe)
+        row_base, used = _layers(space, base, overrides, row_data, recipe, row.recipe)
         for seed in seeds or space.seeds:
             exp = merge(merge(row_base, dotted_to_nested(row.toggles)), {"trainer": {"seed": seed}})
             cfg = _validated(space, exp, where)
@@ -275,7 +278,8 @@ def expand(
 
 
 def _layers(space: Space, base: dict[str, Any] | None, overrides: dict[str, Any] | None,
-            row_data: dict[str, Any], recipe: str) -> tuple[dict[str, Any], str]:
+            row_data: dict[str, Any], recipe: str, row_recipe: str = ""
+            ) -> tuple[dict[str, Any], str]:
     """The merged settings of a row below its toggles, and the recipe they include."""
     space_data = dataset_preset(space.dataset, f"{space.path}: dataset")
 
@@ -286,7 +290,8 @@ def _layers(space: Space, base: dict[str, Any] | None, overrides: dict[str, Any]
 
     plain = stack({}, {})
     synthetic = (plain.get("data") or {}).get("dataset", "synthetic") == "synthetic"
-    name = {"none": "", "auto": "" if synthetic else space.recipe}.get(recipe, recipe)
+    own = row_recipe or space.recipe
+    name = {"none": "", "auto": "" if synthetic else own}.get(recipe, recipe)
     layer = recipe_preset(name, "recipe") if name else {}
     embedded = dotted_to_nested(space.embedded) if synthetic else {}
     return stack(layer, embedded), name
