@@ -563,3 +563,21 @@ def test_default_ffn_width_gives_table3s_baseline_parameters():
     assert round(sum(p.numel() for p in baseline.parameters()) / 1e6, 1) == 2.1
     wide = MotionModelingBlock(512, 8, motion=False, mlp_ratio=4.0)
     assert round(sum(p.numel() for p in wide.parameters()) / 1e6, 1) == 3.2
+
+
+def test_mcb_adds_one_prefix_to_every_class_and_reads_raw_text(tiny_model):
+    """Eq. 2 with V one vector (Eq. 6): SMA has a single key, so T' - T is the same vector for
+    every class; the text is the encoder's output, unnormalised (§3.1), and the attentions are
+    standard cross attentions with residuals (§3.4: no LayerNorm)."""
+    model = tiny_model.shared(mmb=True, mcb=True)
+    mcb = model.cross_modal.mcb
+    assert isinstance(mcb.sma_q, torch.nn.Identity) and not mcb.unit_text
+    out = model.encode_video(_video())
+    text = model.encode_text(CLASSES, out.ctx)
+    assert text.norm(dim=-1).std() > 0  # raw features: norms differ per class
+    t2, v2 = model.cross_modal(text, out.video, out.ctx)
+    prefix = t2 - text.unsqueeze(0)
+    torch.testing.assert_close(prefix, prefix[:, :1].expand_as(prefix), rtol=1e-5, atol=1e-5)
+    expected = out.video + mcb.saa(out.video.unsqueeze(1), text.expand(2, -1, -1),
+                                   text.expand(2, -1, -1), need_weights=False)[0][:, 0]
+    torch.testing.assert_close(v2, expected)

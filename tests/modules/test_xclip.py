@@ -406,3 +406,43 @@ def test_valid_xclip_configs_pass():
     _check(**XCLIP, cct_blocks="1-2,4", cct_heads=2, mit_heads=2, vprompt_heads=4)
     _check(learnable_ctx=True, learnable_ctx_length=8, video_prompt=True)
     _check(prompt_ensemble=True, video_prompt=True, mit=True, sgam=True)
+
+
+def _angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.rad2deg(torch.acos(F.cosine_similarity(a, b, dim=-1).clamp(-1, 1)))
+
+
+def test_the_prompt_turns_raw_text_less_than_unit_text_at_init(tiny_model):
+    """Eq. 10 adds alpha * c_tilde to the text tower's output c; c_tilde's attention and FFN
+    terms do not scale with c, so unit-length text is turned more than CLIP's raw text."""
+    video = _video()
+    angles = {}
+    for mode in ("raw", "unit"):
+        model = tiny_model.shared(video_prompt=True, vprompt_text=mode)
+        out = model.encode_video(video)
+        base = model.text(CLASSES)
+        refined = model.encode_text(CLASSES, out.ctx)
+        angles[mode] = _angle(refined, base.expand_as(refined)).mean()
+    assert 0 < angles["raw"] < angles["unit"]
+
+
+def test_video_prompt_reads_its_own_projection_of_the_last_blocks_tokens(tiny_model):
+    own = tiny_model.shared(video_prompt=True)
+    assert own.frame_encoder.return_patches == "raw"
+    vsp = own.text_refiners[0]
+    assert vsp.visual_ln is not None and vsp.visual_proj.shape == (64, 64)
+    assert any(p is vsp.visual_proj for p in own.param_groups()["new"])  # the 10x group
+    clip = tiny_model.shared(video_prompt=True, vprompt_visual="clip")
+    assert clip.frame_encoder.return_patches == "projected"
+    assert clip.text_refiners[0].visual_ln is None
+
+
+def test_temperature_reaches_the_logits(tiny_model):
+    """MotionPrompt Eq. 3 with tau = 0.07: logits = cos / tau, not the backbone's scale."""
+    model = tiny_model.shared(temperature=0.07)
+    video = _video()
+    logits, out = model(video, None, CLASSES)
+    cos = F.normalize(out.video, dim=-1) @ F.normalize(model.text(CLASSES), dim=-1).t()
+    torch.testing.assert_close(logits, cos / 0.07, rtol=1e-5, atol=1e-5)
+    default = tiny_model.shared()
+    assert torch.equal(default.logit_scale, default.text.clip.logit_scale.detach().float())
