@@ -1,9 +1,11 @@
 """Pretrain the embedded default's tiny CLIP on synthetic pairs (DESIGN §4) and cache it.
 
-    python jobs/pretrain_tiny_clip.py                      # 150 s, writes the default cache file
-    python jobs/pretrain_tiny_clip.py --seconds 60 --threads 1 --out /tmp/tiny.pt
+    python jobs/pretrain_tiny_clip.py --out /tmp/tiny.pt   # the deterministic build (600 steps)
+    python jobs/pretrain_tiny_clip.py --seed 1             # writes the cache file of seed 1
 
-Then use it with ``model.pretrained=synthetic`` (or ``model.pretrained=<out>``).
+The seed-0 build ships in the package (``model.pretrained=synthetic``); the checksum printed by
+a rebuild equals ``vidablate.pretrain.SHIPPED_CHECKSUM``. Use another file with
+``model.pretrained=<out>``.
 """
 
 import argparse
@@ -16,7 +18,12 @@ try:
 except ImportError:  # a checkout that was not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from vidablate.pretrain import default_weights_path, pretrain_tiny_clip
+from vidablate.pretrain import (
+    BUILD_STEPS,
+    BUILD_THREADS,
+    default_weights_path,
+    pretrain_tiny_clip,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,9 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="torch and data seed (default 0)")
     parser.add_argument("--out", type=Path, default=None,
                         help="weights file (default: the cache path used by pretrained=synthetic)")
-    parser.add_argument("--seconds", type=float, default=150.0, help="training budget")
-    parser.add_argument("--max-steps", type=int, default=None, help="optional step limit")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--max-steps", type=int, default=BUILD_STEPS,
+                        help=f"optimizer steps (default {BUILD_STEPS}, the shipped build)")
+    parser.add_argument("--seconds", type=float, default=0.0,
+                        help="optional time budget; > 0 makes the weights machine-dependent")
+    parser.add_argument("--threads", type=int, default=BUILD_THREADS,
+                        help=f"torch CPU threads (default {BUILD_THREADS}: deterministic)")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else default_weights_path(args.seed)
     stats = pretrain_tiny_clip(out, seconds=args.seconds, max_steps=args.max_steps,

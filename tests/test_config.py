@@ -237,7 +237,16 @@ def test_dotted_sweep_overrides_build_a_config():
     trial = merge(base, dotted_to_nested({"model.sgam": True, "trainer.lr_new": 0.01}))
     cfg = ExperimentConfig.from_dict(trial).validate()
     assert cfg.model.sgam is True and cfg.trainer.lr_new == 0.01
-    assert cfg.model.sirm is False and cfg.data == DataConfig()
+    assert cfg.model.sirm is False and cfg.data == DataConfig(seed=0)  # -1 -> trainer.seed
+
+
+def test_the_synthetic_data_seed_follows_the_trial_seed_unless_set():
+    def data_seed(**data):
+        return ExperimentConfig.from_dict({"data": data, "trainer": {"seed": 7}}).validate()
+    assert data_seed().data.seed == 7
+    assert data_seed(seed=3).data.seed == 3
+    with pytest.raises(ConfigError, match="data.seed must be >= 0, or -1"):
+        data_seed(seed=-2)
 
 
 @pytest.mark.parametrize("value", [True, 8])

@@ -78,8 +78,11 @@ def test_saved_weights_load_through_load_clip_and_open_clip(trained, tmp_path):
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     loaded, _ = load_clip(NAME, str(path))
     direct = open_clip.create_model(NAME, pretrained=str(path))
+    rounded, _ = pretrain.create_tiny_clip(seed=5)  # the trained model in float16 storage
+    rounded.load_state_dict(pretrain.stored_state(model))
     with torch.no_grad():
-        expected = model.eval().encode_image(images)
+        expected = rounded.eval().encode_image(images)
+        assert (expected - model.eval().encode_image(images)).abs().max() < 0.05
         torch.testing.assert_close(loaded.eval().encode_image(images), expected)
         torch.testing.assert_close(direct.eval().encode_image(images), expected)
 
@@ -110,18 +113,65 @@ def test_tracks_match_generate_split_and_the_drawn_object():
     assert abs(xs.mean() - centre[0]) < 1.5 and abs(ys.mean() - centre[1]) < 1.5
 
 
-def test_ensure_tiny_clip_builds_once_then_reuses(tmp_path, monkeypatch):
+def test_ensure_tiny_clip_builds_other_seeds_once_then_reuses(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDABLATE_CACHE", str(tmp_path))
-    path = pretrain.ensure_tiny_clip(seed=0, seconds=0, max_steps=2)
-    assert path == tmp_path / "vidablate-tiny-synthetic-v1-s0.pt" and path.is_file()
+    monkeypatch.setattr(pretrain, "BUILD_STEPS", 2)
+    path = pretrain.ensure_tiny_clip(seed=1)
+    assert path == tmp_path / "vidablate-tiny-synthetic-v2-s1.pt" and path.is_file()
     mtime = path.stat().st_mtime_ns
     monkeypatch.setattr(pretrain, "pretrain_tiny_clip",
                         lambda *a, **k: pytest.fail("rebuilt a cached file"))
-    assert pretrain.ensure_tiny_clip(seed=0, seconds=0, max_steps=2) == path
+    assert pretrain.ensure_tiny_clip(seed=1) == path
     assert path.stat().st_mtime_ns == mtime
-    clip, _ = load_clip(NAME, "synthetic")  # resolves to the cached file
     state = torch.load(path, map_location="cpu")
-    torch.testing.assert_close(clip.visual.proj, state["visual.proj"])
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+
+
+def test_the_shipped_build_is_the_synthetic_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDABLATE_CACHE", str(tmp_path))  # nothing is built or cached
+    monkeypatch.setattr(pretrain, "pretrain_tiny_clip",
+                        lambda *a, **k: pytest.fail("built instead of reading the package"))
+    assert pretrain.ensure_tiny_clip(seed=0) == pretrain.SHIPPED
+    assert pretrain.weights_checksum(pretrain.SHIPPED) == pretrain.SHIPPED_CHECKSUM
+    assert pretrain.SHIPPED.stat().st_size < 8_000_000
+    clip, _ = load_clip(NAME, "synthetic")
+    state = torch.load(pretrain.SHIPPED, map_location="cpu")
+    for key, value in clip.state_dict().items():
+        torch.testing.assert_close(value, state[key].to(value.dtype), rtol=0, atol=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+BUILD = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from vidablate import pretrain
+model, _ = pretrain.train_tiny_clip(max_steps=6, log=None, batch_size=16, clips_per_class=4,
+                                    eval_clips_per_class=1)
+print(pretrain.state_checksum(pretrain.stored_state(model)))
+"""
+
+
+def test_builds_are_bit_identical_across_processes_and_thread_settings():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(pretrain.SHIPPED.parents[2])}
+    sums = [subprocess.run([sys.executable, "-c", BUILD, str(threads)], env=env, check=True,
+                           capture_output=True, text=True).stdout.split()[-1]
+            for threads in (1, 2)]
+    assert sums[0] == sums[1] and len(sums[0]) == 64
+    model, _ = pretrain.create_tiny_clip(seed=0)  # the build did train: not the random init
+    assert sums[0] != pretrain.state_checksum(pretrain.stored_state(model))
+
+
+@pytest.mark.slow
+def test_a_full_build_reproduces_the_shipped_weights(tmp_path):
+    """About 130 s: the shipped file is what the code builds, bit for bit."""
+    stats = pretrain.pretrain_tiny_clip(tmp_path / "w.pt", log=None)
+    assert stats["steps"] == pretrain.BUILD_STEPS
+    assert stats["checksum"] == pretrain.SHIPPED_CHECKSUM
+    assert pretrain.weights_checksum(tmp_path / "w.pt") == pretrain.SHIPPED_CHECKSUM
 
 
 def test_ensure_tiny_clip_concurrent_callers_build_once(tmp_path, monkeypatch):

@@ -136,8 +136,11 @@ class DataConfig:
     10 s, 30 fps video that is 2.7 % of its duration)."""
     num_distractors: int = 1
     """Synthetic: distractor objects per clip."""
-    seed: int = 0
-    """Seed of the synthetic generator (fixed across trials so every row sees the same data)."""
+    seed: int = -1
+    """Seed of the synthetic generator; -1 = ``trainer.seed`` (resolved by ``validate``), so
+    every row of a table sees the same data under one seed and each seed is its own data draw:
+    mean +- std and the claims' paired tests over seeds cover the data, not only the
+    initialisation. Set it >= 0 to keep one draw for every seed."""
 
     # ---------------------------------------------------------------- manifest datasets
     train_manifest: str = ""
@@ -356,7 +359,8 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> ExperimentConfig:
-        """Raise ConfigError naming the field or the conflicting toggles; return self."""
+        """Raise ConfigError naming the field or the conflicting toggles; return self (with
+        ``data.seed=-1`` resolved to ``trainer.seed``)."""
         m, d, t = self.model, self.data, self.trainer
         if m.trainable_blocks < 0:
             raise ConfigError("model.trainable_blocks must be >= 0")
@@ -385,6 +389,10 @@ class ExperimentConfig:
         if "{}" not in m.prompt_template:
             raise ConfigError("model.prompt_template must contain '{}' for the class name")
         _validate_data(m, d, t, self.eval)
+        if d.seed < -1:
+            raise ConfigError(f"data.seed must be >= 0, or -1 for trainer.seed; got {d.seed}")
+        if d.seed == -1:
+            d.seed = t.seed
         if d.protocol not in PROTOCOLS:
             raise ConfigError(f"data.protocol must be one of {PROTOCOLS}, got {d.protocol!r}")
         if d.protocol == "base_novel" and not 1 <= d.base_classes < d.num_classes:

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # isort: split
-from vidablate.report.table import (
-    Cell,
-    TableRow,
-    TrialOutcome,
-    build_table,
-    to_csv,
-    to_html,
-    to_markdown,
-    write_report,
-)
+from vidablate.report.render import to_csv, to_html, to_markdown, write_report
+from vidablate.report.claims import judge_table, parse_claim
+from vidablate.report.table import Cell, Effect, TableRow, TrialOutcome, build_table
 from vidablate.sweep.space import Row, Space
 
 SIRM = "model.isclip.sirm"
@@ -84,8 +80,11 @@ def table(space: Space, outcomes: list[TrialOutcome]) -> list[TableRow]:
 
 
 def _md_rows(md: str) -> dict[str, list[str]]:
-    """Markdown table body keyed by the first cell (label with marker)."""
-    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    """The first Markdown table's body keyed by the first cell (label with marker)."""
+    text = md.splitlines()
+    start = next(i for i, ln in enumerate(text) if ln.startswith("|"))
+    end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
+    lines = text[start:end]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     body = {}
     for ln in lines[2:]:
@@ -199,10 +198,11 @@ def test_csv_parses_back(space: Space, table: list[TableRow]) -> None:
     text = to_csv(space, table)
     reader = csv.DictReader(io.StringIO(text))
     assert reader.fieldnames is not None
-    assert reader.fieldnames[:5] == ["row", "label", SIRM, SGAM, FRAMES]
+    assert reader.fieldnames[:6] == ["row", "label", "reference", SIRM, SGAM, FRAMES]
     assert reader.fieldnames[-2:] == ["seeds_ok", "seeds_total"]
     for metric in ("base_acc", "novel_acc", "hm"):
-        for suffix in ("paper", "mean", "std", "n", "delta"):
+        for suffix in ("paper", "mean", "std", "n", "delta", "paper_effect", "effect_mean",
+                       "effect_std", "effect_n", "direction", "seed0", "seed1", "seed2"):
             assert f"{metric}_{suffix}" in reader.fieldnames
     rows = {r["row"]: r for r in reader}
     assert list(rows) == ["baseline", "sirm", "sgam", "full"]
@@ -242,7 +242,8 @@ def test_html_escapes_and_colours(space: Space, table: list[TableRow]) -> None:
     assert "(2/3 seeds)" in page and "(failed)" in page
     assert 'class="failed"' in page
     assert "CUDA OOM" in page  # failure reason available as a tooltip
-    assert page.count("<tr") == 1 + len(table)
+    main = page[:page.index("</table>")]
+    assert main.count("<tr") == 1 + len(table)
     assert "<th>sirm</th>" in page and "<th>frames</th>" not in page
 
 
@@ -267,3 +268,97 @@ def test_write_report(space: Space, table: list[TableRow], tmp_path: Path) -> No
     assert paths["md"].read_text(encoding="utf-8") == to_markdown(space, table)
     assert paths["csv"].read_text(encoding="utf-8") == to_csv(space, table)
     assert '<img src="table.png"' in paths["html"].read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------- effects
+
+
+@pytest.fixture()
+def referenced(space: Space) -> Space:
+    return dataclasses.replace(space, reference="baseline")
+
+
+def _paired_outcomes() -> list[TrialOutcome]:
+    base = [(60.0, 50.0, 55.0), (62.0, 51.0, 56.0), (61.0, 52.0, 57.0)]
+    sirm = [(63.0, 49.0, 55.5), (63.0, 50.5, 56.5), (64.0, 50.0, 57.4)]
+    return ([TrialOutcome("baseline", s, _m(*v)) for s, v in enumerate(base)]
+            + [TrialOutcome("sirm", s, _m(*v)) for s, v in enumerate(sirm)]
+            + [TrialOutcome("sgam", 0, _m(62.0, 51.0))])
+
+
+def test_effects_are_paired_by_seed(referenced: Space) -> None:
+    table = build_table(referenced, _paired_outcomes())
+    ref, sirm, sgam, full = table
+    assert ref.reference and not sirm.reference
+    assert ref.cells["base_acc"].effect is None  # the reference has no effect of its own
+    cell = sirm.cells["base_acc"]
+    assert cell.values == {0: 63.0, 1: 63.0, 2: 64.0}
+    assert cell.paper_effect == pytest.approx(3.0)  # 63.0 - 60.0 in the paper
+    assert cell.effect is not None
+    assert cell.effect.mean == pytest.approx(np.mean([3.0, 1.0, 3.0]))
+    assert cell.effect.std == pytest.approx(np.std([3.0, 1.0, 3.0], ddof=1))
+    assert cell.effect.n == 3 and cell.direction == "agree"
+    novel = sirm.cells["novel_acc"]  # paper +2.0, ours -1.17: the other way
+    assert novel.direction == "disagree"
+    hm = sirm.cells["hm"]  # paper +2.6, ours +0.13 -> rounds to +0.1: agrees
+    assert hm.effect.mean == pytest.approx(np.mean([0.5, 0.5, 0.4]) - 0.0) and \
+        hm.direction == "agree"
+    assert sgam.cells["base_acc"].effect.n == 1 and sgam.cells["base_acc"].effect.std is None
+    assert sgam.cells["hm"].paper_effect is None and sgam.cells["hm"].direction == ""
+    assert full.cells["base_acc"].effect.mean is None and full.cells["base_acc"].direction == ""
+
+
+def test_flat_effect_and_no_paper_change() -> None:
+    assert Cell(1.0, 1.0, None, 1, paper_effect=2.0,
+                effect=Effect(0.04, None, 1)).direction == "flat"
+    assert Cell(1.0, 1.0, None, 1, paper_effect=0.02,
+                effect=Effect(1.0, None, 1)).direction == ""
+
+
+def test_markdown_with_reference_provenance_and_claims(referenced: Space) -> None:
+    table = build_table(referenced, _paired_outcomes())
+    claim = parse_claim({"text": "SIRM helps", "better": ["sirm", "baseline"],
+                         "metric": "base_acc", "source": "Tab. 3"},
+                        [r.name for r in referenced.rows], list(referenced.metrics), "x")
+    verdicts = judge_table([claim], table)
+    prov = [("data", "synthetic video+IMU"), ("seeds", "3 (0, 1, 2)")]
+    md = to_markdown(referenced, table, prov, verdicts)
+    assert "- **data**: synthetic video+IMU" in md and md.index("**data**") < md.index("| Row")
+    rows = _md_rows(md)
+    assert rows["__header__"][3:7] == ["Base paper", "Base ours", "Base Δref paper",
+                                       "Base Δref ours"]
+    assert rows["Baseline"][5:7] == ["ref", "ref"]
+    assert rows["+ SIRM"][3:7] == ["63.0", "63.3 ± 0.6", "+3.0", "+2.3 ± 1.2 ✓"]
+    assert rows["+ SIRM"][7:11] == ["53.0", "49.8 ± 0.8", "+2.0", "−1.2 ± 0.8 ✗"]
+    assert "3 same direction ✓, 2 opposite ✗, 0 flat" in md  # sirm 2 + 1, sgam 1 + 1
+    assert "#### Claims" in md and "SIRM helps (base_acc)" in md
+    assert verdicts[0].verdict == "reproduced"  # +3, +1, +3: one-sided p = 0.036
+    assert "claims: 1 reproduced, 0 contradicted, 0 inconclusive" in md
+    seeds = md[md.index("#### Each seed (0, 1, 2)"):]
+    assert "63.0, 63.0, 64.0" in seeds and "62.0, —, —" in seeds
+
+
+def test_html_and_files_carry_claims_and_provenance(referenced: Space, tmp_path: Path) -> None:
+    table = build_table(referenced, _paired_outcomes())
+    claim = parse_claim({"text": "SIRM helps", "better": ["sirm", "baseline"],
+                         "metric": "base_acc"}, [r.name for r in referenced.rows],
+                        list(referenced.metrics), "x")
+    verdicts = judge_table([claim], table)
+    prov = [("commit", "abc123")]
+    page = to_html(referenced, table, provenance=prov, verdicts=verdicts)
+    assert "<dt>commit</dt><dd>abc123</dd>" in page
+    assert '<td class="num agree">+2.3 ± 1.2 ✓</td>' in page
+    assert '<td class="num disagree">' in page
+    assert 'title="seed 0: 63.00, seed 1: 63.00, seed 2: 64.00"' in page
+    assert f'<td class="{verdicts[0].verdict}">{verdicts[0].verdict}</td>' in page
+    paths = write_report(referenced, table, tmp_path, prov, verdicts)
+    saved = json.loads(paths["claims"].read_text())
+    assert saved["provenance"] == {"commit": "abc123"}
+    assert saved["claims"][0]["claim"]["rows"] == ["sirm", "baseline"]
+    assert saved["claims"][0]["verdict"] == verdicts[0].verdict
+    assert sum(saved["counts"].values()) == 1
+    reader = csv.DictReader(io.StringIO(paths["csv"].read_text()))
+    sirm = next(r for r in reader if r["row"] == "sirm")
+    assert float(sirm["base_acc_effect_mean"]) == pytest.approx(7 / 3)
+    assert sirm["base_acc_direction"] == "agree" and sirm["reference"] == "false"
+    assert float(sirm["base_acc_seed2"]) == 64.0

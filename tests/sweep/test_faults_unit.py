@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from ray.train.torch import TorchTrainer
 
 from vidablate.config import ConfigError, ExperimentConfig
-from vidablate.report.table import TrialOutcome, build_table, to_markdown
+from vidablate.report.render import to_markdown
+from vidablate.report.table import TrialOutcome, build_table
 from vidablate.sweep.grid import _outcome
 from vidablate.sweep.preflight import _redact, check_storage, check_tracking
 from vidablate.sweep.runner import SweepSettings, _restore, run_sweep

@@ -13,6 +13,7 @@ names, and how their accuracies combine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,8 @@ def _synthetic(cfg: ExperimentConfig, train_s: ClipSampling, eval_s: ClipSamplin
     if d.protocol == "cross_dataset":
         raise ConfigError("data.protocol='cross_dataset' evaluates on manifest files; the "
                           "synthetic dataset has no second dataset to transfer to")
-    spec = synthetic_spec(d)
+    # an unvalidated config may still carry data.seed=-1 (= trainer.seed)
+    spec = synthetic_spec(d if d.seed >= 0 else dataclasses.replace(d, seed=cfg.trainer.seed))
     base, novel = _classes(d, d.num_classes)
     names = class_names(d.num_classes)
     train: Dataset = SyntheticVideoIMU(spec, "train", classes=base, sampling=train_s)

@@ -13,11 +13,20 @@ from typing import Any
 
 from ray import tune
 
-from ..report.table import TrialOutcome, build_table, to_markdown, write_report
+from ..report.claims import judge_table
+from ..report.render import to_markdown, write_report
+from ..report.table import TrialOutcome, build_table
 from ..train.keys import DIVERGED_KEY
 from .preflight import _redact
+from .provenance import provenance
 from .space import Space, TrialSpec
-from .tracking import MLflowTrialCallback, SweepTracker, browse_command, use_driver_state
+from .tracking import (
+    MLflowTrialCallback,
+    SweepTracker,
+    browse_command,
+    log_table_summary,
+    use_driver_state,
+)
 from .trial import TRIAL_DRIVER_RESOURCES, run_trial
 
 
@@ -85,13 +94,17 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
     ordered = [outcomes[t.key] for t in trials]
 
     table = build_table(space, ordered)
-    files = write_report(space, table, report_dir)
-    for path in files.values():
-        tracker.client.log_artifact(parent_id, str(path), artifact_path="table")
+    verdicts = judge_table(space.claims, table)
+    header = provenance(trials)
+    files = write_report(space, table, report_dir, header, verdicts)
+    for name, path in files.items():
+        tracker.client.log_artifact(parent_id, str(path),
+                                    artifact_path="claims" if name == "claims" else "table")
+    log_table_summary(tracker.client, parent_id, table, verdicts, header)
     failed = [o for o in ordered if o.status != "ok"]
     tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
     tracker.client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
-    markdown = to_markdown(space, table)
+    markdown = to_markdown(space, table, header, verdicts)
     elapsed = time.time() - started
     print(f"\n{markdown}\n", flush=True)
     for o in failed:

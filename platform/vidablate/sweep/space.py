@@ -18,10 +18,11 @@ import yaml
 from omegaconf import OmegaConf
 
 from ..config import DATA_PATH_FIELDS, ConfigError, ExperimentConfig, dotted_to_nested, merge
+from ..report.claims import Claim, parse_claim
 
 _TOP_KEYS = {"name", "paper", "title", "source", "metrics", "fixed", "seeds", "rows", "notes",
              "kind", "objective", "num_samples", "sampler", "search", "dataset", "recipe",
-             "embedded"}
+             "embedded", "reference", "claims", "claims_note"}
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "conf" / "recipe"
 """The papers' recipes (``recipe=<name>``, a Hydra group): their training and evaluation
 settings, with the paper sentence or official-code fact of each value."""
@@ -82,6 +83,12 @@ class Space:
     embedded: dict[str, Any] = field(default_factory=dict)
     """Settings (dotted keys) for trials on the embedded synthetic default only, e.g. what the
     tiny CLIP's 16-token text context allows."""
+    reference: str = ""
+    """The row every other row's effect is measured against (the paper's baseline)."""
+    claims: list[Claim] = field(default_factory=list)
+    """What the paper says about the table, judged after the sweep (``report.claims``)."""
+    claims_note: str = ""
+    """Why a table lists no claims (the paper draws none from it, or it is a record only)."""
 
 
 @dataclass
@@ -175,6 +182,7 @@ def load_space(name_or_path: str | Path) -> Space:
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise SpaceError(f"{path}: 'seeds' must be a non-empty list of integers")
+    reference, claims, claims_note = _claims(path, raw, kind, names, list(metrics))
     objective, search, num_samples = {}, {}, 0
     if kind == "hpo":
         objective = dict(raw["objective"] or {})
@@ -198,7 +206,26 @@ def load_space(name_or_path: str | Path) -> Space:
         notes=str(raw.get("notes", "")), kind=kind, objective=objective,
         num_samples=num_samples, search=search, dataset=str(raw.get("dataset") or ""),
         recipe=str(raw.get("recipe") or ""), embedded=dict(raw.get("embedded") or {}),
+        reference=reference, claims=claims, claims_note=claims_note,
     )
+
+
+def _claims(path: Path, raw: dict[str, Any], kind: str, rows: list[str], metrics: list[str]
+            ) -> tuple[str, list[Claim], str]:
+    """The space's reference row, claims and claims note, checked against its rows/metrics."""
+    keys = [k for k in ("reference", "claims", "claims_note") if k in raw]
+    if kind == "hpo":
+        if keys:
+            raise SpaceError(f"{path}: an hpo space has no rows, so no {keys}")
+        return "", [], ""
+    reference = str(raw.get("reference") or "")
+    if reference and reference not in rows:
+        raise SpaceError(f"{path}: reference={reference!r} is not a row; rows are {rows}")
+    items = raw.get("claims") or []
+    if not isinstance(items, list):
+        raise SpaceError(f"{path}: claims must be a list")
+    claims = [parse_claim(c, rows, metrics, f"{path}: claims[{i}]") for i, c in enumerate(items)]
+    return reference, claims, str(raw.get("claims_note") or "").strip()
 
 
 def _check_dimension(path: Path, key: str, dim: Any) -> None:
@@ -235,7 +262,8 @@ def dimension_values(dim: dict[str, Any]) -> list[Any]:
 
 
 def select_rows(space: Space, names: list[str]) -> Space:
-    """A copy of ``space`` with only the named rows (in the space's order)."""
+    """A copy of ``space`` with only the named rows (in the space's order); its claims stay,
+    and one over a row that is not run is judged "inconclusive (not run: ...)"."""
     known = [r.name for r in space.rows]
     unknown = [n for n in names if n not in known]
     if unknown:

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from ..config import dotted_to_nested, merge
+from ..report.claims import Verdict
+from ..report.claims import counts as verdict_counts
+from ..report.table import TableRow, direction_counts
 from ..train.keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
 from .preflight import _redact
 from .space import TrialSpec
@@ -115,6 +118,33 @@ class SweepTracker:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_table_summary(client: MlflowClient, run_id: str, table: list[TableRow],
+                      verdicts: list[Verdict], provenance: list[tuple[str, str]]) -> None:
+    """The parent run's summary of a table: what ours ran on (``vidablate.ran_on.*`` tags),
+    each claim's verdict (``vidablate.claim.<i>`` tags), their counts (``vidablate.claims.*``
+    tags and ``claims_*`` metrics), the direction counts of the effects and each row's effect
+    against the reference (``effect.<row>.<metric>`` metrics: mean of the paired change)."""
+    tags = {f"vidablate.ran_on.{label}": text[:5000] for label, text in provenance}
+    for i, v in enumerate(verdicts, 1):
+        tags[f"vidablate.claim.{i}"] = f"{v.verdict} ({v.detail}): {v.claim.text}"[:5000]
+    now = int(time.time() * 1000)
+    metrics = []
+    if verdicts:
+        for kind, n in verdict_counts(verdicts).items():
+            tags[f"vidablate.claims.{kind}"] = str(n)
+            metrics.append(Metric(f"claims_{kind}", float(n), now, 0))
+    if any(r.reference for r in table):
+        for kind, n in direction_counts(table).items():
+            metrics.append(Metric(f"effects_{kind}", float(n), now, 0))
+        for row in table:
+            for metric, cell in row.cells.items():
+                if cell.effect is not None and cell.effect.mean is not None:
+                    metrics.append(Metric(f"effect.{row.name}.{metric}", cell.effect.mean,
+                                          now, 0))
+    client.log_batch(run_id, metrics=metrics[:1000],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 _DRIVER_STATE: dict[str, Any] = {}
