@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vidablate.modules import registry
+from vidablate.report.claims import judge
 from vidablate.sweep.cost import describe
 from vidablate.sweep.space import expand, load_space
 
@@ -45,3 +46,26 @@ def test_rows_can_name_their_dataset(placeholder_data):
     assert [Path(p).name for p in ucf["cross_manifests"]] == [
         "test_split1.parquet", "test_split2.parquet", "test_split3.parquet"]
     assert "ucf101" in ucf["cross_class_names_file"] and "hmdb51" in hmdb["cross_manifests"][0]
+
+
+TABLES = [p for p in SPACES if load_space(p).kind == "table"]
+
+
+@pytest.mark.parametrize("path", TABLES, ids=[p.stem for p in TABLES])
+def test_every_table_names_its_reference_row_and_its_claims(path):
+    space = load_space(path)
+    assert space.reference, f"{path.name}: no reference row (the paper's baseline)"
+    assert space.claims or space.claims_note, \
+        f"{path.name}: no claims, and no claims_note saying why the table has none"
+    for claim in space.claims:
+        assert claim.text and claim.source, f"{path.name}: {claim.text!r} needs its source"
+
+
+@pytest.mark.parametrize("path", TABLES, ids=[p.stem for p in TABLES])
+def test_the_papers_own_numbers_satisfy_its_claims(path):
+    """A transcription check: a claim the paper's table itself contradicts is mis-typed."""
+    space = load_space(path)
+    for claim in space.claims:
+        paper = {r.name: r.paper.get(claim.metric) for r in space.rows}
+        verdict = judge(claim, {}, paper)
+        assert verdict.paper_holds is not False, (path.name, claim.text, paper)

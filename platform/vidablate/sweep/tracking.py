@@ -18,7 +18,7 @@ from ..config import dotted_to_nested, merge
 from ..report.claims import Verdict
 from ..report.claims import counts as verdict_counts
 from ..report.table import TableRow, direction_counts
-from ..train.keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
+from ..train.keys import DIAGNOSTIC_METRICS, DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
 from .preflight import _redact
 from .space import TrialSpec
 
@@ -30,8 +30,9 @@ TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc"
 
 
 def tracked(key: str) -> bool:
-    """Metrics logged to MLflow: the fixed set plus per-split cross-dataset accuracies."""
-    return key in TRACKED_METRICS or key.startswith("top1_split")
+    """Metrics logged to MLflow: the fixed set, the modules' diagnostics and per-split
+    cross-dataset accuracies."""
+    return key in TRACKED_METRICS or key in DIAGNOSTIC_METRICS or key.startswith("top1_split")
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:

@@ -9,3 +9,7 @@ DIVERGED_KEY = "diverged"
 is marked FAILED with the reason as the ``vidablate.failure`` tag."""
 REPLAYED_KEY = "replayed"
 """Marks a report that repeats a finished trial's final result; it is not logged again."""
+DIAGNOSTIC_METRICS = ("sgam_entropy", "sgam_window_mass", "sgam_peak_in_window",
+                      "sirm_entropy", "sirm_window_mass", "sirm_peak_in_window",
+                      "window_fraction", "imu_grad_norm")
+"""Per-epoch measurements of IS-CLIP's IMU-driven modules (``vidablate.train.diagnostics``)."""

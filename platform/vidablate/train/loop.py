@@ -25,10 +25,17 @@ from torchvision.transforms import v2
 
 from ..config import ExperimentConfig, TrainConfig
 from ..data import cache
-from ..data.protocols import PROTOCOL_METRICS, ProtocolData, build_protocol, protocol_metrics
+from ..data.protocols import (
+    PROTOCOL_METRICS,
+    ProtocolData,
+    build_protocol,
+    protocol_metrics,
+    synthetic_spec,
+)
 from ..model import VideoCLIP, build_model
 from .averaging import EpochAverage
 from .checkpoint import load_state, save_state
+from .diagnostics import GradNorm, ProbeSet, has_imu_modules
 from .keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
 from .step import train_step
 
@@ -362,6 +369,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     loader = make_loader(data.train, per_worker, workers, cfg.data.prefetch_factor,
                          device, sampler=sampler, drop_last=True)
     mix = mixer(cfg, len(data.train_names))
+    probe = ProbeSet(synthetic_spec(cfg.data, split_frames=False)) \
+        if cfg.data.is_synthetic and has_imu_modules(model) else None
+    imu_grad = GradNorm(getattr(model, "imu", None))
     if start_epoch >= cfg.trainer.epochs and history:
         # Restored from the final checkpoint (a sweep restarted from scratch over finished
         # trials): report the finished result again, marked so it is not logged twice.
@@ -394,6 +404,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                label_smoothing=cfg.trainer.label_smoothing,
                                weight=weight / accumulate, clip_norm=cfg.trainer.grad_clip_norm,
                                zero_grad=(step - 1) % accumulate == 0, step=boundary)
+            if boundary:
+                imu_grad.update()
             if per_step and boundary:
                 for sched in schedulers.values():
                     sched.step()
@@ -426,6 +438,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_kd": float(sums[2]) / n,
             "corrupt_train": float(sums[4]),
             "world_size": world,
+            **imu_grad.read(),
             **(once if epoch == start_epoch else {}),
         }
         last = epoch + 1 == cfg.trainer.epochs
@@ -433,6 +446,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             with average.applied() if average is not None else nullcontext():
                 metrics.update(evaluate_protocol(model, data, cfg, device, rank, world,
                                                  autocast, workers))
+                if probe is not None:
+                    metrics.update(probe.measure(model, device))
         history.append({**{k: v for k, v in metrics.items() if k != KSHOT_KEY},
                         "finished_at": time.time()})
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:
