@@ -136,6 +136,15 @@ class DataConfig:
     10 s, 30 fps video that is 2.7 % of its duration)."""
     num_distractors: int = 1
     """Synthetic: distractor objects per clip."""
+    outside_object: bool = False
+    """Synthetic mechanism variant: frames outside the IMU-active window show another object
+    (SGAM's claim, isclip §II-D; ``vidablate.data.synthetic.SyntheticSpec``)."""
+    distractor_style: str = "blob"
+    """Synthetic: ``blob`` (grey discs) | ``object`` (mechanism variant: distractors are other
+    objects, larger than the labelled one, absent from the IMU; SIRM's claim, isclip §II-C)."""
+    object_scale_range: float = 1.0
+    """Synthetic mechanism variant: s > 1 scales each clip's object by a factor log-uniform in
+    [1/s, s] (SPG's claim, omniclip §3.2); 1 = off."""
     seed: int = -1
     """Seed of the synthetic generator; -1 = ``trainer.seed`` (resolved by ``validate``), so
     every row of a table sees the same data under one seed and each seed is its own data draw:
@@ -544,6 +553,15 @@ def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig)
     elif d.cross_manifests:
         raise ConfigError(f"data.cross_manifests is set but data.protocol={d.protocol!r}; use "
                           "data.protocol=cross_dataset")
+    variants = [n for n, off in (("outside_object", False), ("distractor_style", "blob"),
+                                 ("object_scale_range", 1.0)) if getattr(d, n) != off]
+    if d.distractor_style not in ("blob", "object") or not d.object_scale_range >= 1.0:
+        raise ConfigError(f"data.distractor_style must be blob|object (got "
+                          f"{d.distractor_style!r}) and data.object_scale_range >= 1 (got "
+                          f"{d.object_scale_range})")
+    if variants and not d.is_synthetic:
+        raise ConfigError(f"data.{', data.'.join(variants)} change the synthetic generator; "
+                          f"data.dataset={d.dataset!r} reads manifests")
     if d.is_synthetic:
         if not 2 <= d.num_classes <= 32:
             raise ConfigError(f"data.num_classes must be in 2..32 for the synthetic dataset, "

@@ -266,6 +266,8 @@ def test_classes_filter_keeps_global_labels() -> None:
         ("noise", float("nan")),
         ("seed", -1),
         ("num_frames", 8.0),
+        ("distractor_style", "cloud"),
+        ("object_scale_range", 0.5),
     ],
 )
 def test_bad_spec_values_raise(field: str, value: object) -> None:
@@ -286,3 +288,76 @@ def test_default_train_split_is_fast() -> None:
     elapsed = time.perf_counter() - start
     assert data["video"].shape == (32 * 24, 8, 32, 32, 3)
     assert elapsed < 5.0, f"default train split took {elapsed:.2f}s"
+
+
+# ----------------------------------------------------------------- mechanism variants
+
+VARIANT = SyntheticSpec(num_classes=32, train_per_class=2, test_per_class=1, seed=4,
+                        num_distractors=0)
+
+
+def _colour_pixels(video: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Pixels per frame within 40 of an object colour: video [N, T, H, W, 3] -> [N, T]."""
+    near = np.linalg.norm(video.astype(np.float32) - colour, axis=-1) < 40
+    return near.sum(axis=(-1, -2))
+
+
+def test_variants_off_leave_the_generator_unchanged() -> None:
+    plain = generate_split(VARIANT, "train")
+    off = generate_split(SyntheticSpec(**{**VARIANT.__dict__, "outside_object": False,
+                                          "distractor_style": "blob",
+                                          "object_scale_range": 1.0}), "train")
+    for key in plain:
+        np.testing.assert_array_equal(plain[key], off[key])
+
+
+def test_outside_object_swaps_the_object_outside_the_window_only() -> None:
+    from vidablate.data.synthetic import _CLASS_TABLE, OBJECT_COLOURS
+
+    spec = SyntheticSpec(**{**VARIANT.__dict__, "outside_object": True})
+    data, plain = generate_split(spec, "train"), generate_split(VARIANT, "train")
+    np.testing.assert_array_equal(data["window"], plain["window"])  # same clips
+    obj = np.array([_CLASS_TABLE[c][0] for c in data["label"]])
+    own = _colour_pixels(data["video"], OBJECT_COLOURS[obj][:, None, None, None, :])
+    t = np.arange(spec.num_frames)[None]
+    inside = (t >= data["window"][:, :1]) & (t <= data["window"][:, 1:])
+    assert (own[inside] > 0).mean() > 0.99  # the labelled object is drawn in its window
+    assert (own[~inside] == 0).mean() > 0.99  # and nowhere else
+    assert (~inside).any()
+    colourful = np.stack([_colour_pixels(data["video"], c) for c in OBJECT_COLOURS], -1)
+    assert ((colourful > 0).sum(-1)[~inside] == 1).mean() > 0.99  # exactly one other object
+
+
+def test_object_distractors_are_other_larger_objects_the_imu_ignores() -> None:
+    from vidablate.data.synthetic import _CLASS_TABLE, OBJECT_COLOURS
+
+    base = {**VARIANT.__dict__, "num_distractors": 2, "noise": 0.0}
+    data = generate_split(SyntheticSpec(**{**base, "distractor_style": "object"}), "train")
+    plain = generate_split(SyntheticSpec(**base), "train")
+    # the IMU follows the labelled object only (the gain is drawn after the extra draws)
+    ratio = data["imu"][:, :, 1:] / plain["imu"][:, :, 1:]
+    finite = np.isfinite(ratio) & (np.abs(plain["imu"][:, :, 1:]) > 1e-3)
+    per_clip = np.where(finite, ratio, np.nan)
+    assert np.nanmax(np.nanstd(per_clip.reshape(len(ratio), -1), axis=1)) < 1e-4
+    obj = np.array([_CLASS_TABLE[c][0] for c in data["label"]])
+    colourful = np.stack([_colour_pixels(data["video"][:, :1], c)[:, 0]
+                          for c in OBJECT_COLOURS], -1)  # first frame [N, 4]
+    others = colourful.copy()
+    others[np.arange(len(obj)), obj] = 0
+    assert (others.sum(-1) > 0).all()  # every clip shows another object
+    assert np.median(others.sum(-1)) > np.median(colourful[np.arange(len(obj)), obj])
+
+
+def test_object_scale_range_spreads_the_sizes() -> None:
+    plain = generate_split(SyntheticSpec(**VARIANT.__dict__), "train")
+    spread = generate_split(SyntheticSpec(**{**VARIANT.__dict__, "object_scale_range": 2.0}),
+                            "train")
+    from vidablate.data.synthetic import _generate
+
+    s0 = _generate(SyntheticSpec(**VARIANT.__dict__), "train")["scale"][:, 0]
+    s1 = _generate(SyntheticSpec(**{**VARIANT.__dict__, "object_scale_range": 2.0}),
+                   "train")["scale"][:, 0]
+    ratio = s1 / s0
+    assert ratio.min() >= 0.5 - 1e-6 and ratio.max() <= 2.0 + 1e-6
+    assert np.log(ratio).std() > 0.3  # log-uniform on [-log 2, log 2]: std 0.40
+    assert plain["video"].shape == spread["video"].shape

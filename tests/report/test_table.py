@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 # isort: split
-from vidablate.report.render import to_csv, to_html, to_markdown, write_report
 from vidablate.report.claims import judge_table, parse_claim
+from vidablate.report.render import to_csv, to_html, to_markdown, write_report
 from vidablate.report.table import Cell, Effect, TableRow, TrialOutcome, build_table
 from vidablate.sweep.space import Row, Space
 

@@ -109,6 +109,8 @@ def synthetic_spec(cfg: DataConfig, split_frames: bool = True) -> SyntheticSpec:
         num_frames=(cfg.source_frames or cfg.num_frames) if split_frames else cfg.num_frames,
         image_size=cfg.image_size, imu_rate=cfg.imu_rate,
         num_distractors=cfg.num_distractors, seed=cfg.seed,
+        outside_object=cfg.outside_object, distractor_style=cfg.distractor_style,
+        object_scale_range=cfg.object_scale_range,
     )
 
 

@@ -62,6 +62,8 @@ OBJECT_DEPTH_M = 0.4  # metres from camera to the object
 GRAVITY = 9.81
 TILT_GAIN = 0.5  # rad/s of wrist tilt (gyro x/y) per image-width/s of translation
 _SPLIT_IDS = {"train": 0, "test": 1}
+DISTRACTOR_STYLES = ("blob", "object")
+OBJECT_DISTRACTOR_SCALE = 2.0  # object distractors: twice a grey disc's radius
 
 
 def _class_table() -> list[tuple[int, int]]:
@@ -97,6 +99,19 @@ class SyntheticSpec:
     num_distractors: int = 1
     noise: float = 0.05  # IMU noise std (in units of g; same number in rad/s for the gyro)
     seed: int = 0
+    # Mechanism variants (each isolates one claimed mechanism; all off = the embedded default,
+    # bit-identical to a generator without them):
+    outside_object: bool = False
+    """Frames outside the IMU-active window show another object (a different colour and shape,
+    drawn per clip) where the still object would be: the frame mean is diluted by a distracting
+    object, a weighting by the IMU's activity can leave it out (isclip §II-D, SGAM)."""
+    distractor_style: str = "blob"
+    """``blob``: grey discs; ``object``: each distractor is another object (colour and shape of
+    one of the other three) at twice a disc's size, larger than the labelled object, moving
+    over the whole clip and absent from the IMU (isclip §II-C, Fig. 1(a), SIRM)."""
+    object_scale_range: float = 1.0
+    """s >= 1: the labelled object's size is multiplied by a per-clip factor log-uniform in
+    [1/s, s] (objects at different scales, omniclip §3.2, SPG); 1 = off."""
 
     def __post_init__(self) -> None:
         minima = {
@@ -115,6 +130,11 @@ class SyntheticSpec:
             raise ValueError(f"noise must be a float, got {self.noise!r}")
         if not (math.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"noise must be finite and >= 0, got {self.noise}")
+        if self.distractor_style not in DISTRACTOR_STYLES:
+            raise ValueError(f"distractor_style must be one of {DISTRACTOR_STYLES}, got "
+                             f"{self.distractor_style!r}")
+        if not (math.isfinite(self.object_scale_range) and self.object_scale_range >= 1.0):
+            raise ValueError(f"object_scale_range must be >= 1, got {self.object_scale_range}")
 
 
 def _motion_profile(tau: np.ndarray, start: np.ndarray, length: np.ndarray):
@@ -144,6 +164,24 @@ def _object_mask(obj: int, rx: np.ndarray, ry: np.ndarray, r: np.ndarray) -> np.
         return (ry >= -r) & (ry <= 0.8 * r) & (ax <= 0.62 * (ry + r))
     arm = 0.35 * r  # cross
     return ((ax <= r) & (ay <= arm)) | ((ay <= r) & (ax <= arm))
+
+
+def _object_distractors(frames: np.ndarray, rng: np.random.Generator, obj: np.ndarray,
+                        dx: np.ndarray, dy: np.ndarray, radius: np.ndarray, gx: np.ndarray,
+                        gy: np.ndarray) -> np.ndarray:
+    """Draw one distractor per clip that is another object (``distractor_style="object"``):
+    centres dx, dy [n, T], half-extent radius [n]."""
+    n = len(obj)
+    other = (obj + rng.integers(1, len(OBJECTS), n)) % len(OBJECTS)
+    colour = (OBJECT_COLOURS[other] + rng.uniform(-15, 15, (n, 3))).astype(np.float32)
+    for o in range(len(OBJECTS)):
+        idx = np.flatnonzero(other == o)
+        if idx.size == 0:
+            continue
+        mask = _object_mask(o, gx - dx[idx, :, None, None], gy - dy[idx, :, None, None],
+                            radius[idx, None, None, None])
+        frames[idx] = np.where(mask[..., None], colour[idx, None, None, None, :], frames[idx])
+    return frames
 
 
 def generate_split(spec: SyntheticSpec, split: str) -> dict[str, np.ndarray]:
@@ -211,6 +249,9 @@ def _generate(spec: SyntheticSpec, split: str) -> dict[str, np.ndarray]:
     grow = kind == 2
     a_sig = np.where(grow, -sign * log_k, 0.0)  # growing: +log_k, shrinking: -log_k
     r0 = np.where(grow, radius * np.exp(-a_sig / 2), radius)
+    if spec.object_scale_range > 1.0:
+        spread = math.log(spec.object_scale_range)
+        r0 = r0 * np.exp(rng.uniform(-spread, spread, n))
     turn = kind == 3
     R = np.where(turn, orbit, 0.0)
     a_th = np.where(turn, -sign * sweep, 0.0)  # clockwise on screen = increasing angle
@@ -250,19 +291,32 @@ def _generate(spec: SyntheticSpec, split: str) -> dict[str, np.ndarray]:
         step = np.linspace(-0.5, 0.5, T)[None, :] * d_len[:, None]
         dx = np.clip(d_c[:, :1] + step * np.cos(d_ang)[:, None], 0.1, 0.9)
         dy = np.clip(d_c[:, 1:] + step * np.sin(d_ang)[:, None], 0.1, 0.9)
+        if spec.distractor_style == "object":
+            frames = _object_distractors(frames, rng, obj, dx, dy, OBJECT_DISTRACTOR_SCALE * d_r,
+                                         gx, gy)
+            continue
         mask = (gx - dx[..., None, None]) ** 2 + (gy - dy[..., None, None]) ** 2
         mask = mask <= d_r[:, None, None, None] ** 2
         frames = np.where(mask[..., None], grey[:, None, None, None, None], frames)
 
-    colour = (OBJECT_COLOURS[obj] + rng.uniform(-15, 15, (n, 3))).astype(np.float32)
+    jitter = rng.uniform(-15, 15, (n, 3))
+    shown = np.repeat(obj[:, None], T, axis=1)  # the object drawn in each frame
+    if spec.outside_object:
+        other = (obj + rng.integers(1, len(OBJECTS), n)) % len(OBJECTS)
+        t = np.arange(T)[None, :]
+        outside = (t < window[:, :1]) | (t > window[:, 1:])
+        shown = np.where(outside, other[:, None], shown)
+    colour = (OBJECT_COLOURS[shown] + jitter[:, None, :]).astype(np.float32)  # [n, T, 3]
     for o in range(len(OBJECTS)):
-        idx = np.flatnonzero(obj == o)
+        drawn = shown == o
+        idx = np.flatnonzero(drawn.any(axis=1))
         if idx.size == 0:
             continue
         dx, dy = gx - px[idx, :, None, None], gy - py[idx, :, None, None]
         c, s = np.cos(rot[idx]), np.sin(rot[idx])
         mask = _object_mask(o, c * dx + s * dy, -s * dx + c * dy, size[idx])
-        frames[idx] = np.where(mask[..., None], colour[idx, None, None, None, :], frames[idx])
+        mask &= drawn[idx][..., None, None]
+        frames[idx] = np.where(mask[..., None], colour[idx, :, None, None, :], frames[idx])
 
     frames += rng.uniform(2, 8, (n, 1, 1, 1, 1)).astype(np.float32) * rng.standard_normal(
         frames.shape, dtype=np.float32
