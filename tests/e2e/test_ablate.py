@@ -4,10 +4,12 @@ then the same command again (resume): no duplicate runs, the table is rebuilt.""
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 
 import pytest
 from mlflow.tracking import MlflowClient
+from scipy import stats
 
 from tests.conftest import TINY
 
@@ -26,6 +28,9 @@ def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
     out = first.stdout
     assert "IS-CLIP Table II" in out and "| Fine-tuned CLIP" in out
     assert "97.6" in out and "66.3" in out  # the paper column
+    assert "- **data**: synthetic video+IMU" in out and "**commit**" in out  # what ours ran on
+    assert "Δref paper" in out and "| ref" in out  # effects against the reference row
+    assert "claims: 0 reproduced, 0 contradicted, 6 inconclusive" in out  # one seed
     assert f"mlflow ui --backend-store-uri {uri}" in out
     assert "epoch 1/1" in out  # the progress view
 
@@ -52,6 +57,12 @@ def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
             assert [m.step for m in history] == [1], key
         assert 0 <= run.data.metrics["novel_acc"] <= 100
 
+    tags = parent.data.tags
+    assert tags["vidablate.claims.inconclusive"] == "6"
+    assert tags["vidablate.claim.1"].startswith("inconclusive (1 seed)")
+    assert tags["vidablate.ran_on.seeds"] == "1 (0)"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "claims")} == {
+        "claims/claims.json"}
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "table")}
     assert {"table/table.md", "table/table.csv", "table/table.html",
             "table/table.png"} <= artifacts
@@ -71,3 +82,41 @@ def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
         if r.data.tags.get("vidablate.kind") == "trial":
             steps = [m.step for m in client.get_metric_history(r.info.run_id, "hm")]
             assert steps == [1], "finished trials are not re-trained or re-logged"
+
+
+def test_three_seeds_judge_a_claim_from_the_child_runs(ablate_cmd, tmp_path):
+    """The parent run's effect and verdict equal a paired t-test computed here from the
+    child runs' own metrics (scipy.stats.ttest_rel)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = ablate_cmd + ["space=isclip_modules", "rows=[baseline,sgam]", f"tracking_uri={uri}",
+                        "num_cpus=2", *TINY[:-1], "seeds=[0,1,2]"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("isclip_modules")
+    runs = _runs(client, exp.experiment_id)
+    parent = next(r for r in runs if r.data.tags.get("vidablate.kind") == "sweep")
+    novel = {(r.data.tags["vidablate.row"], int(r.data.params["trainer.seed"])):
+             r.data.metrics["novel_acc"] for r in runs if r.data.tags.get("vidablate.kind") ==
+             "trial"}
+    assert len(novel) == 6
+    a = [novel[("sgam", s)] for s in range(3)]
+    b = [novel[("baseline", s)] for s in range(3)]
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    assert parent.data.metrics["effect.sgam.novel_acc"] == pytest.approx(sum(diffs) / 3)
+    local = client.download_artifacts(parent.info.run_id, "claims/claims.json", str(tmp_path))
+    saved = json.loads(open(local).read())
+    claim = next(c for c in saved["claims"] if c["claim"]["rows"] == ["sgam", "baseline"]
+                 and c["claim"]["metric"] == "novel_acc")
+    (comparison,) = claim["comparisons"]
+    assert comparison["seeds"] == [0, 1, 2]
+    if len(set(diffs)) > 1:
+        ref = stats.ttest_rel(a, b, alternative="greater").pvalue
+        assert comparison["p_for"] == pytest.approx(ref)
+        expected = "reproduced" if ref < 0.05 else None
+        if stats.ttest_rel(a, b, alternative="less").pvalue < 0.05:
+            expected = "contradicted"
+        assert claim["verdict"] == (expected or "inconclusive")
+    others = [c for c in saved["claims"] if "sirm" in c["claim"]["rows"]]
+    assert others and all(c["verdict"] == "inconclusive" and c["detail"].startswith("not run")
+                          for c in others)
