@@ -29,7 +29,7 @@ def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
     assert "IS-CLIP Table II" in out and "| Fine-tuned CLIP" in out
     assert "97.6" in out and "66.3" in out  # the paper column
     assert "- **data**: synthetic video+IMU" in out and "**commit**" in out  # what ours ran on
-    assert "Δref paper" in out and "| ref" in out  # effects against the reference row
+    assert "Δref paper" in out and " ref |" in out  # effects against the reference row
     assert "claims: 0 reproduced, 0 contradicted, 6 inconclusive" in out  # one seed
     assert f"mlflow ui --backend-store-uri {uri}" in out
     assert "epoch 1/1" in out  # the progress view
