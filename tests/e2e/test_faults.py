@@ -65,7 +65,7 @@ WORKER_EPOCHS = 4
 WORKER_ARGS = [
     "space=isclip_modules", "rows=[baseline]", "num_cpus=2", "trainer.num_workers=2",
     f"trainer.epochs={WORKER_EPOCHS}", "data.train_per_class=16", "data.test_per_class=1",
-    "trainer.batch_size=8", "trainer.max_failures=2", "max_trial_failures=0",
+    "trainer.batch_size=8", "trainer.max_failures=2", "max_trial_failures=0", "seeds=[0]",
 ]
 
 
@@ -176,7 +176,7 @@ DRIVER_EPOCHS = 2
 DRIVER_ARGS = [
     "space=isclip_modules", "rows=[baseline,sgam]", "num_cpus=2", "max_concurrent=1",
     f"trainer.epochs={DRIVER_EPOCHS}", "data.train_per_class=2", "data.test_per_class=1",
-    "trainer.batch_size=8",
+    "trainer.batch_size=8", "seeds=[0]",
 ]
 
 
