@@ -1,4 +1,5 @@
-"""Run a paper's ablation table (or an HPO space) on Ray and log it to MLflow.
+"""Run a paper's ablation table (or an HPO space) on Ray and log it to MLflow; the same as
+``vidablate ablate``.
 
     python jobs/ablate.py space=isclip_modules
     ray job submit --working-dir . -- python jobs/ablate.py space=isclip_modules
@@ -12,17 +13,7 @@ try:
 except ImportError:  # a checkout that was not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from vidablate.sweep.cli import CONFIG_DIR, main
-
-
-@hydra.main(config_path=CONFIG_DIR, config_name="ablate", version_base="1.3")
-def ablate(cfg: DictConfig) -> None:
-    sys.exit(main(cfg, list(HydraConfig.get().overrides.task)))
-
+from vidablate.cli.ablate import ablate
 
 if __name__ == "__main__":
-    ablate()
+    sys.exit(ablate(sys.argv[1:]))

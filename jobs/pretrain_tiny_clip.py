@@ -1,15 +1,10 @@
-"""Pretrain the embedded default's tiny CLIP on synthetic pairs (DESIGN §4) and cache it.
+"""Pretrain the embedded default's tiny CLIP on synthetic pairs (DESIGN §4) and cache it; the
+same as ``vidablate pretrain``.
 
     python jobs/pretrain_tiny_clip.py --out /tmp/tiny.pt   # the deterministic build (600 steps)
     python jobs/pretrain_tiny_clip.py --seed 1             # writes the cache file of seed 1
-
-The seed-0 build ships in the package (``model.pretrained=synthetic``); the checksum printed by
-a rebuild equals ``vidablate.pretrain.SHIPPED_CHECKSUM``. Use another file with
-``model.pretrained=<out>``.
 """
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,31 +13,7 @@ try:
 except ImportError:  # a checkout that was not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from vidablate.pretrain import (
-    BUILD_STEPS,
-    BUILD_THREADS,
-    default_weights_path,
-    pretrain_tiny_clip,
-)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="torch and data seed (default 0)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="weights file (default: the cache path used by pretrained=synthetic)")
-    parser.add_argument("--max-steps", type=int, default=BUILD_STEPS,
-                        help=f"optimizer steps (default {BUILD_STEPS}, the shipped build)")
-    parser.add_argument("--seconds", type=float, default=0.0,
-                        help="optional time budget; > 0 makes the weights machine-dependent")
-    parser.add_argument("--threads", type=int, default=BUILD_THREADS,
-                        help=f"torch CPU threads (default {BUILD_THREADS}: deterministic)")
-    args = parser.parse_args(argv)
-    out = args.out if args.out is not None else default_weights_path(args.seed)
-    stats = pretrain_tiny_clip(out, seconds=args.seconds, max_steps=args.max_steps,
-                               seed=args.seed, threads=args.threads)
-    print(json.dumps({"out": str(out), **stats}, indent=2))
-
+from vidablate.cli.pretrain import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

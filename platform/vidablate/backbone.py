@@ -7,8 +7,11 @@ open_clip is pinned to ``<4``: its 3.x ``VisionTransformer`` exposes ``_embeds``
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,13 +51,38 @@ def load_clip(name: str, pretrained: str | None = None) -> tuple[nn.Module, obje
     if pretrained and not Path(pretrained).is_file():
         check_activation(name, pretrained)
     try:
-        model = open_clip.create_model(name, pretrained=pretrained or None)
+        with _quiet_random_init(name, enabled=not pretrained):
+            model = open_clip.create_model(name, pretrained=pretrained or None)
     except Exception as err:  # open_clip raises RuntimeError/HF errors/OSError
         raise BackboneError(
             f"could not load weights model.pretrained={pretrained!r} for model.backbone={name!r}: "
             f"{type(err).__name__}: {err}. Offline machines need a local weights file."
         ) from err
     return model, open_clip.get_tokenizer(name)
+
+
+class _DropRandomInitNotice(logging.Filter):
+    """open_clip logs "No pretrained weights loaded" on the root logger when weights are None;
+    here random weights are the config's explicit choice (and the report says so)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.text = f"No pretrained weights loaded for model '{name}'"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.text)
+
+
+@contextlib.contextmanager
+def _quiet_random_init(name: str, enabled: bool) -> Iterator[None]:
+    root = logging.getLogger()
+    notice = _DropRandomInitNotice(name)
+    if enabled:
+        root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 def check_activation(name: str, tag: str) -> None:

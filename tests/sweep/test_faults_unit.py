@@ -19,14 +19,12 @@ from vidablate.report.table import TrialOutcome, build_table
 from vidablate.sweep.grid import _outcome
 from vidablate.sweep.preflight import _redact, check_storage, check_tracking
 from vidablate.sweep.runner import SweepSettings, _restore, run_sweep
-from vidablate.sweep.space import TrialSpec, load_space
-from vidablate.sweep.tracking import MLflowTrialCallback
+from vidablate.sweep.space import SHIPPED_SPACES, TrialSpec, load_space
+from vidablate.sweep.tracking import MLflowTrialCallback, SweepTracker
 from vidablate.train.keys import DIVERGED_KEY
 from vidablate.train.loop import train_loop_per_worker
 
 from ..fakes import FakeTrain, run_until_preempted
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _settings(tmp_path: Path, **kw) -> SweepSettings:
@@ -84,7 +82,7 @@ def test_diverged_trial_is_a_failed_cell_with_its_reason():
                              error=None)
     out = _outcome(t, result, {"epoch": 2.0})
     assert out.status == "diverged" and out.error == reason and out.metrics == {}
-    space = load_space(REPO / "search_spaces" / "isclip_modules.yaml")
+    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
     ok = TrialOutcome("sirm", 0, {"base_acc": 50.0, "novel_acc": 40.0, "hm": 44.4})
     table = build_table(space, [out, ok])
     row = next(r for r in table if r.name == "baseline")
@@ -116,15 +114,19 @@ def _trial(key: str, last: dict | None = None):
 def test_callback_logs_one_value_per_epoch_and_marks_divergence(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    exp = client.create_experiment("e")
-    run = client.create_run(exp).info.run_id
-    cb = MLflowTrialCallback(uri, {"a": run}, {"a": 4}, printer=False)
+    specs = {"a": TrialSpec("a", "row", 0, {"trainer": {"epochs": 4}})}
+    cb = MLflowTrialCallback(uri, "e", "sweep-1", "parent-1", specs, {"a": 4}, printer=False)
     trial = _trial("a")
+    assert SweepTracker(uri, "e").find_child("sweep-1", "a") is None  # queued: no run yet
+    cb.on_trial_start(0, [trial], trial)
+    run = SweepTracker(uri, "e").find_child("sweep-1", "a")
+    assert run is not None and client.get_run(run).info.status == "RUNNING"
     for epoch, loss in ((1, 3.0), (2, 2.0), (2, 2.5), (1, 9.0), (3, 1.0)):  # 2 epochs repeated
         cb.on_trial_result(0, [trial], trial, {"epoch": epoch, "train_loss": loss})
     history = client.get_metric_history(run, "train_loss")
     assert [(m.step, m.value) for m in history] == [(1, 3.0), (2, 2.0), (3, 1.0)]
-    fresh = MLflowTrialCallback(uri, {"a": run}, {"a": 4}, printer=False)  # a restarted driver
+    fresh = MLflowTrialCallback(uri, "e", "sweep-1", "parent-1", specs, {"a": 4},
+                                printer=False)  # a restarted driver finds the same run
     fresh.on_trial_result(0, [trial], trial, {"epoch": 3, "train_loss": 7.0})
     fresh.on_trial_result(0, [trial], trial, {"epoch": 4, "train_loss": 0.5,
                                               DIVERGED_KEY: "train_loss is inf"})

@@ -12,10 +12,17 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO
 from vidablate.config import ExperimentConfig
 from vidablate.sweep.cli import CONFIG_DIR, SECTIONS
-from vidablate.sweep.space import RECIPE_DIR, SpaceError, expand, load_space, recipe_preset
+from vidablate.sweep.space import (
+    RECIPE_DIR,
+    SHIPPED_SPACES,
+    SpaceError,
+    expand,
+    load_space,
+    recipe_preset,
+)
 
 RECIPES = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if p.stem not in ("auto", "none"))
-SPACES = REPO / "search_spaces"
+SPACES = SHIPPED_SPACES
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -10,10 +10,9 @@ import pytest
 from vidablate.modules import registry
 from vidablate.report.claims import judge
 from vidablate.sweep.cost import describe
-from vidablate.sweep.space import expand, load_space
+from vidablate.sweep.space import SHIPPED_SPACES, expand, load_space
 
-REPO = Path(__file__).resolve().parents[2]
-SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
+SPACES = sorted(SHIPPED_SPACES.glob("*.yaml"))
 
 
 def test_there_is_a_space_per_paper():
@@ -39,7 +38,7 @@ def test_space_passes_the_dry_run(path, placeholder_data):
 
 
 def test_rows_can_name_their_dataset(placeholder_data):
-    space = load_space(REPO / "search_spaces" / "xclip_zeroshot_cross.yaml")
+    space = load_space(SHIPPED_SPACES / "xclip_zeroshot_cross.yaml")
     trials = {t.row: t.experiment["data"] for t in expand(space)}
     hmdb, ucf = trials["k400_to_hmdb51"], trials["k400_to_ucf101"]
     assert hmdb["protocol"] == ucf["protocol"] == "cross_dataset"

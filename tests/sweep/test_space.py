@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from vidablate.sweep.space import (
+    SHIPPED_SPACES,
     SpaceError,
     expand,
     find_space,
@@ -16,8 +17,7 @@ from vidablate.sweep.space import (
     sweep_id,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED = sorted(p.stem for p in (REPO / "search_spaces").glob("*.yaml"))
+SHIPPED = sorted(p.stem for p in SHIPPED_SPACES.glob("*.yaml"))
 
 
 def _write(tmp_path: Path, data: dict) -> Path:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from .runner import SweepSettings, run_sweep
+from .space import SHIPPED_SPACES, expand, load_space, select_rows
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 SECTIONS = ("data", "model", "trainer", "eval")
@@ -28,7 +31,64 @@ def register_schema() -> None:
         name=SCHEMA, node={k: dataclasses.asdict(kind()) for k, kind in kinds.items()})
 
 
+def _settings_help() -> str:
+    """The top-level settings of ``conf/ablate.yaml`` with their comments."""
+    lines = []
+    for line in (Path(CONFIG_DIR) / "ablate.yaml").read_text().splitlines():
+        if line.startswith("hydra:"):
+            break
+        m = re.match(r"^([a-z_]+): *(\S+)? *(?:# *(.*))?$", line)
+        if m and m.group(1) != "defaults":
+            lines.append(f"  {m.group(1) + '=' + (m.group(2) or ''):<28} {m.group(3) or ''}")
+    return "\n".join(lines)
+
+
+def _spaces_help() -> str:
+    """Each shipped space with its title (read from the file's ``title:`` line)."""
+    lines = []
+    for path in sorted(SHIPPED_SPACES.glob("*.yaml")):
+        m = re.search(r'^title: *"?(.*?)"?$', path.read_text(), re.MULTILINE)
+        lines.append(f"  {path.stem:<28} {m.group(1) if m else ''}")
+    return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    """Hydra fills the template with string.Template (``$``) after OmegaConf (``${}``)."""
+    return text.replace("$", "$$").replace("{", "\\{").replace("}", "\\}")
+
+
+def register_help() -> None:
+    """``vidablate ablate --help``: the spaces, the main settings and the groups."""
+    template = "\n".join([
+        "usage: vidablate ablate [space=NAME] [key=value ...]   (-m: multirun, e.g. "
+        "-m space=a,b)", "",
+        "Runs a paper's ablation table (or an HPO space) on Ray, logs it to MLflow and prints",
+        "the table with the paper's numbers, the effects against the reference row and the",
+        "claims' verdicts.", "",
+        "== Spaces (space=NAME, or a path to a YAML file) ==", _escape(_spaces_help()), "",
+        "== Main settings ==", _escape(_settings_help()), "",
+        "== Groups (group=option) ==", "$APP_CONFIG_GROUPS", "",
+        "Any field of the typed configs can be set: data.k_shot=4 trainer.epochs=2 "
+        "model.sgam=true.",
+        "show_row=ROW prints a row's merged config; --cfg job prints Hydra's composed config.",
+        "$FLAGS_HELP",
+    ])
+    ConfigStore.instance().store(group="hydra/help", name="vidablate", node={
+        "app_name": "vidablate ablate", "header": "", "footer": "", "template": template})
+
+
 register_schema()
+register_help()
+
+
+def row_config(space: str, row: str, base: dict[str, Any], overrides: dict[str, Any],
+               seeds: list[int] | None, recipe: str) -> str:
+    """A row's fully merged config (defaults, recipe, space's fixed block, the row's toggles and
+    the command line) as YAML, for its first seed."""
+    trials = expand(select_rows(load_space(space), [row]), base, overrides, seeds, recipe)
+    t = trials[0]
+    return yaml.safe_dump({"row": t.row, "seed": t.seed, "recipe": t.recipe or None,
+                           **t.experiment}, sort_keys=False)
 
 
 def explicit_overrides(cfg: dict[str, Any], task_overrides: list[str]) -> dict[str, Any]:
@@ -63,6 +123,11 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False) -
         recipe=str(raw.get("recipe_name", "auto")),
     )
     try:
+        if raw.get("show_row"):
+            print(row_config(str(raw["space"]), str(raw["show_row"]), base,
+                             explicit_overrides(raw, task_overrides), settings.seeds,
+                             settings.recipe), end="")
+            return 0
         report = run_sweep(str(raw["space"]), base, explicit_overrides(raw, task_overrides),
                            settings)
     except ConfigError as err:

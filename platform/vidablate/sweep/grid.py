@@ -24,6 +24,7 @@ from .tracking import (
     MLflowTrialCallback,
     SweepTracker,
     browse_command,
+    log_seed_summaries,
     log_table_summary,
     use_driver_state,
 )
@@ -46,12 +47,11 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
     None; ``max_concurrent``: trials at once; ``max_failures``: Tune relaunches of a failed
     trial; ``report_dir``: where the table files go before they are logged."""
     tracking_uri, experiment_name = tracker.tracking_uri, tracker.experiment
-    run_ids = {t.key: tracker.child_run(sid, parent_id, t) for t in trials}
     print(f"sweep {sid}: {len(trials)} trials; storage {storage}/{sid}; "
           f"MLflow {_redact(tracking_uri)} (experiment {experiment_name!r}, parent run {parent_id}"
           f"{'' if created else ', resumed'})", flush=True)
 
-    trial_payload = {t.key: {"experiment": t.experiment, "run_id": run_ids[t.key],
+    trial_payload = {t.key: {"experiment": t.experiment, "run_id": None,
                              "cache": cache_options, "packed": packed[t.key]} for t in trials}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, trials=trial_payload, train_root=f"{storage}/{sid}-train"),
@@ -59,7 +59,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
     )
     exp_path = f"{storage}/{sid}"
     started = time.time()
-    use_driver_state(tracking_uri, run_ids)
+    use_driver_state(tracking_uri, experiment_name, parent_id, tracker.run_tags)
     tuner = restore(exp_path, trainable)
     if tuner is None:
         tuner = tune.Tuner(
@@ -72,8 +72,9 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
             run_config=tune.RunConfig(
                 name=sid, storage_path=storage, verbose=0,
                 callbacks=[MLflowTrialCallback(
-                    tracking_uri, run_ids,
-                    {t.key: t.experiment["trainer"]["epochs"] for t in trials})],
+                    tracking_uri, experiment_name, sid, parent_id, {t.key: t for t in trials},
+                    {t.key: t.experiment["trainer"]["epochs"] for t in trials},
+                    tags=tracker.run_tags)],
                 failure_config=tune.FailureConfig(max_failures=max_failures),
             ),
         )
@@ -101,6 +102,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
         tracker.client.log_artifact(parent_id, str(path),
                                     artifact_path="claims" if name == "claims" else "table")
     log_table_summary(tracker.client, parent_id, table, verdicts, header)
+    log_seed_summaries(tracker, sid, table, trials)
     failed = [o for o in ordered if o.status != "ok"]
     tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
     tracker.client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")

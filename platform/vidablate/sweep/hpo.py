@@ -53,10 +53,11 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
                              packed=packed),
         TRIAL_DRIVER_RESOURCES)
     callback = HPOTrialCallback(tracker.tracking_uri, tracker.experiment, sid, parent_id,
-                                template.experiment, template.seed, epochs, space.num_samples)
+                                template.experiment, template.seed, epochs, space.num_samples,
+                                tags=tracker.run_tags)
     exp_path = f"{storage}/{sid}"
     started = time.time()
-    use_driver_state(tracker.tracking_uri, {})
+    use_driver_state(tracker.tracking_uri, tracker.experiment, parent_id, tracker.run_tags)
     tuner = restore(exp_path, trainable)
     if tuner is None:
         searcher = OptunaSearch(metric=metric, mode=mode,

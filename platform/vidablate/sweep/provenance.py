@@ -3,7 +3,10 @@ backbone and weights, training budget, seeds, recipe and the code's commit."""
 
 from __future__ import annotations
 
+import getpass
+import shlex
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,62 @@ def commit() -> str:
         except metadata.PackageNotFoundError:
             return "unknown (no git checkout, package not installed)"
     return head.strip() + (" + local changes" if dirty.strip() else "")
+
+
+VERSIONED = ("vidablate", "torch", "torchvision", "open_clip_torch", "ray", "mlflow", "optuna",
+             "numpy", "scipy", "hydra-core", "decord", "av")
+"""Packages whose versions are tagged on every run (``vidablate.version.<package>``)."""
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(SOURCE_ROOT), *args], capture_output=True,
+                          text=True, timeout=10, check=True).stdout.strip()
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags (``mlflow.source.git.commit``, ``.branch``, ``.repoURL``): the
+    full commit of the running code and ``vidablate.git.dirty`` when the tree differs;
+    empty outside a git checkout."""
+    try:
+        tags = {"mlflow.source.git.commit": _git("rev-parse", "HEAD")}
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    tags["vidablate.git.dirty"] = "true" if dirty else "false"
+    for tag, args in (("mlflow.source.git.branch", ("rev-parse", "--abbrev-ref", "HEAD")),
+                      ("mlflow.source.git.repoURL", ("config", "--get", "remote.origin.url"))):
+        try:
+            value = _git(*args)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if value:
+            tags[tag] = value
+    return tags
+
+
+def version_tags() -> dict[str, str]:
+    """``vidablate.version.<package>`` for the packages a result depends on, and Python's."""
+    tags = {"vidablate.version.python": sys.version.split()[0]}
+    for name in VERSIONED:
+        try:
+            tags[f"vidablate.version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return tags
+
+
+def run_tags(command: list[str]) -> dict[str, str]:
+    """Every run's tags: source (git), package versions, the command line
+    (``vidablate.command``), ``mlflow.source.name``/``.type`` and ``mlflow.user``."""
+    tags = {**source_tags(), **version_tags()}
+    tags["vidablate.command"] = shlex.join(command)
+    tags["mlflow.source.name"] = command[0] if command else "vidablate"
+    tags["mlflow.source.type"] = "LOCAL"
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):
+        pass
+    return tags
 
 
 def provenance(trials: list[TrialSpec]) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ storage.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,9 @@ from .preflight import (
     check_tune_state,
     tune_state_error,
 )
+from .provenance import run_tags
 from .space import TrialSpec, expand, load_space, select_rows, sweep_id
-from .tracking import SweepTracker, resolve_tracking_uri
+from .tracking import SweepTracker, log_sweep_files, resolve_tracking_uri
 
 
 @dataclass
@@ -87,6 +89,8 @@ class SweepSettings:
     recipe: str = "auto"
     """The papers' recipes: ``auto`` (each space's own ``recipe`` on real data), ``none``, or a
     recipe name for every trial (``conf/recipe/<name>.yaml``)."""
+    command: list[str] = field(default_factory=list)
+    """The command line, tagged on every run (``vidablate.command``); default ``sys.argv``."""
 
 
 @dataclass
@@ -188,11 +192,13 @@ def run_sweep(
         return None
     tracking_uri = resolve_tracking_uri(settings.tracking_uri)
     experiment_name = settings.experiment_name or space.name
-    tracker = SweepTracker(tracking_uri, experiment_name)
+    tracker = SweepTracker(tracking_uri, experiment_name,
+                           run_tags(settings.command or list(sys.argv)))
     parent_id, created = tracker.parent_run(sid, {
         "space": space.name, "space_file": str(space.path), "trials": len(trials),
         "seeds": sorted({t.seed for t in trials}),
     })
+    log_sweep_files(tracker, parent_id, space.path, trials)
     storage = _storage(settings)
     report_dir = _report_dir(settings, storage, sid)
 

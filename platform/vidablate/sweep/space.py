@@ -104,13 +104,23 @@ class TrialSpec:
     """The recipe applied to this trial (empty: none)."""
 
 
+SHIPPED_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+"""The papers' tables and HPO spaces shipped with the package."""
+
+
+def shipped_spaces() -> list[str]:
+    """Names of the shipped spaces, sorted."""
+    return sorted(p.stem for p in SHIPPED_SPACES.glob("*.yaml"))
+
+
 def spaces_dirs() -> list[Path]:
-    """Where ``space=NAME`` is looked up: $VIDABLATE_SPACES, ./search_spaces, the repo's."""
+    """Where ``space=NAME`` is looked up: $VIDABLATE_SPACES, ./search_spaces, the shipped ones
+    (package data, so a non-editable install has every table)."""
     dirs = []
     if os.environ.get("VIDABLATE_SPACES"):
         dirs.append(Path(os.environ["VIDABLATE_SPACES"]))
     dirs.append(Path.cwd() / "search_spaces")
-    dirs.append(Path(__file__).resolve().parents[3] / "search_spaces")
+    dirs.append(SHIPPED_SPACES)
     return dirs
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
@@ -25,6 +26,8 @@ from .space import TrialSpec
 SWEEP_TAG = "vidablate.sweep_id"
 TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
+CHECKPOINT_TAG = "vidablate.checkpoint"
+"""A finished trial's last checkpoint (``vidablate predict RUN_ID`` loads it)."""
 TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm", "top1",
                    "top5", "top1_std", "top5_std", "corrupt_train", "corrupt_eval", "feature_cache")
 
@@ -73,9 +76,12 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class SweepTracker:
     """Creates or finds the experiment, the sweep's parent run and the trials' child runs."""
 
-    def __init__(self, tracking_uri: str, experiment: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str,
+                 run_tags: dict[str, str] | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
+        self.run_tags = dict(run_tags or {})
+        """Set on the parent and every child run (source, versions, command line)."""
         self.client = MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
@@ -88,37 +94,65 @@ class SweepTracker:
         runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)
         return runs[0].info.run_id if runs else None
 
-    def parent_run(self, sweep_id: str, params: dict[str, Any]) -> tuple[str, bool]:
-        """(run id, created) for the sweep's parent run."""
+    def parent_run(self, sweep_id: str, params: dict[str, Any],
+                   tags: dict[str, str] | None = None) -> tuple[str, bool]:
+        """(run id, created) for the sweep's parent run; the run tags are set on every launch,
+        so a resumed sweep names the code that continued it."""
         existing = self._find(f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
                               f"tags.`vidablate.kind` = 'sweep'")
         if existing:
             self.client.update_run(existing, status="RUNNING")
+            self._set_tags(existing, {**self.run_tags, **(tags or {})})
             return existing, False
-        run = self.client.create_run(self.experiment_id, run_name=sweep_id,
-                                     tags={SWEEP_TAG: sweep_id, "vidablate.kind": "sweep"})
+        run = self.client.create_run(self.experiment_id, run_name=sweep_id, tags={
+            SWEEP_TAG: sweep_id, "vidablate.kind": "sweep", **self.run_tags, **(tags or {})})
         self._log_params(run.info.run_id, params)
         return run.info.run_id, True
 
-    def child_run(self, sweep_id: str, parent_id: str, trial: TrialSpec) -> str:
-        existing = self._find(f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
-                              f"tags.`{TRIAL_TAG}` = '{trial.key}'")
+    def find_child(self, sweep_id: str, key: str) -> str | None:
+        """The child run of a trial, None when the trial never started."""
+        return self._find(f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{TRIAL_TAG}` = '{key}'")
+
+    def child_run(self, sweep_id: str, parent_id: str, trial: TrialSpec,
+                  tags: dict[str, str] | None = None) -> str:
+        """Find or create a trial's child run (created when the trial starts, so its start
+        time is the trial's) with its params and its resolved config as ``config.yaml``."""
+        existing = self.find_child(sweep_id, trial.key)
         if existing:
             return existing
         run = self.client.create_run(
             self.experiment_id, run_name=trial.key,
             tags={SWEEP_TAG: sweep_id, TRIAL_TAG: trial.key, PARENT_TAG: parent_id,
-                  "vidablate.kind": "trial", "vidablate.row": trial.row},
+                  "vidablate.kind": "trial", "vidablate.row": trial.row,
+                  "vidablate.seed": str(trial.seed), **self.run_tags, **(tags or {})},
         )
         params = {**{f"toggle.{k}": v for k, v in trial.params.items()},
                   **flatten(trial.experiment)}
         self._log_params(run.info.run_id, params)
+        self.client.log_text(run.info.run_id, yaml.safe_dump(
+            {"row": trial.row, "seed": trial.seed, "recipe": trial.recipe or None,
+             **trial.experiment}, sort_keys=False), "config.yaml")
         return run.info.run_id
+
+    def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_sweep_files(tracker: SweepTracker, run_id: str, space_file: Path,
+                    trials: list[TrialSpec]) -> None:
+    """The parent run's inputs as artifacts: the space file as written (``space/``) and every
+    trial's resolved config (``config/trials.yaml``, by trial key)."""
+    tracker.client.log_artifact(run_id, str(space_file), artifact_path="space")
+    resolved = {t.key: {"row": t.row, "seed": t.seed, "recipe": t.recipe or None,
+                        **t.experiment} for t in trials}
+    tracker.client.log_text(run_id, yaml.safe_dump(resolved, sort_keys=False),
+                            "config/trials.yaml")
 
 
 def log_table_summary(client: MlflowClient, run_id: str, table: list[TableRow],
@@ -139,38 +173,99 @@ def log_table_summary(client: MlflowClient, run_id: str, table: list[TableRow],
     if any(r.reference for r in table):
         for kind, n in direction_counts(table).items():
             metrics.append(Metric(f"effects_{kind}", float(n), now, 0))
-        for row in table:
-            for metric, cell in row.cells.items():
-                if cell.effect is not None and cell.effect.mean is not None:
-                    metrics.append(Metric(f"effect.{row.name}.{metric}", cell.effect.mean,
-                                          now, 0))
-    client.log_batch(run_id, metrics=metrics[:1000],
-                     tags=[RunTag(k, v) for k, v in tags.items()])
+    for key, value in row_summary(table).items():
+        metrics.append(Metric(key, value, now, 0))
+    tag_items = [RunTag(k, v) for k, v in tags.items()]
+    for i in range(0, max(len(metrics), len(tag_items)), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000], tags=tag_items[i:i + 1000])
+
+
+def row_summary(table: list[TableRow]) -> dict[str, float]:
+    """The parent run's per-row metrics: ``ours.<row>.<metric>`` (mean over seeds),
+    ``ours_std.<row>.<metric>``, ``paper.<row>.<metric>``, ``delta.<row>.<metric>`` (ours -
+    paper), ``paper_effect.<row>.<metric>`` and ``effect.<row>.<metric>`` (change against the
+    reference row, the paper's and ours paired by seed)."""
+    out: dict[str, float] = {}
+    for row in table:
+        for metric, cell in row.cells.items():
+            values = {"ours": cell.mean, "ours_std": cell.std, "paper": cell.paper,
+                      "delta": cell.delta, "paper_effect": cell.paper_effect,
+                      "effect": cell.effect.mean if cell.effect else None}
+            for name, value in values.items():
+                if value is not None and math.isfinite(value):
+                    out[f"{name}.{row.name}.{metric}"] = float(value)
+    return out
+
+
+def seed_summary(table: list[TableRow], row: str, seed: int) -> dict[str, float]:
+    """A child run's comparison metrics: ``paper.<metric>``, ``delta.<metric>`` (this seed's
+    value - the paper's), ``paper_effect.<metric>`` and ``effect.<metric>`` (this seed's value
+    - the reference row's of the same seed), so MLflow's compare view shows them by the
+    run's own ``<metric>``."""
+    by_name = {r.name: r for r in table}
+    ref = next((r for r in table if r.reference), None)
+    out: dict[str, float] = {}
+    for metric, cell in by_name[row].cells.items():
+        ours = cell.values.get(seed)
+        if cell.paper is not None:
+            out[f"paper.{metric}"] = cell.paper
+            if ours is not None:
+                out[f"delta.{metric}"] = ours - cell.paper
+        if cell.paper_effect is not None:
+            out[f"paper_effect.{metric}"] = cell.paper_effect
+        if ref is not None and ref.name != row and ours is not None:
+            ref_value = ref.cells[metric].values.get(seed)
+            if ref_value is not None:
+                out[f"effect.{metric}"] = ours - ref_value
+    return out
+
+
+def log_seed_summaries(tracker: SweepTracker, sweep_id: str, table: list[TableRow],
+                       trials: list[TrialSpec]) -> None:
+    """``seed_summary`` into every child run that exists."""
+    now = int(time.time() * 1000)
+    for t in trials:
+        run_id = tracker.find_child(sweep_id, t.key)
+        values = seed_summary(table, t.row, t.seed) if run_id else {}
+        if values:
+            tracker.client.log_batch(run_id, metrics=[
+                Metric(k, v, now, 0) for k, v in values.items() if math.isfinite(v)])
 
 
 _DRIVER_STATE: dict[str, Any] = {}
 
+QUIET_WHEN_ZERO = ("corrupt_train", "corrupt_eval")
+"""Counters charted per epoch only once non-zero (on clean data they would be flat lines)."""
 
-def use_driver_state(tracking_uri: str, run_ids: dict[str, str]) -> None:
+
+def use_driver_state(tracking_uri: str, experiment: str, parent_id: str,
+                     tags: dict[str, str] | None = None) -> None:
     """Set before ``Tuner.restore`` so restored callbacks log where this driver says."""
     _DRIVER_STATE.clear()
-    _DRIVER_STATE.update(tracking_uri=tracking_uri, run_ids=dict(run_ids))
+    _DRIVER_STATE.update(tracking_uri=tracking_uri, experiment=experiment, parent_id=parent_id,
+                         tags=dict(tags or {}))
 
 
 class MLflowTrialCallback(Callback):
-    """Tune callback on the driver: per-epoch metrics into each trial's child run, status at the
-    end, and a one-line progress view per reported epoch."""
+    """Tune callback on the driver: creates (or finds again) a trial's child run when the trial
+    starts, logs its per-epoch metrics, its status at the end, and prints one progress line
+    per reported epoch."""
 
-    def __init__(self, tracking_uri: str, run_ids: dict[str, str], epochs: dict[str, int],
-                 printer: bool = True) -> None:
-        self.tracking_uri = tracking_uri
-        self.run_ids = run_ids
+    def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, parent_id: str,
+                 specs: dict[str, TrialSpec], epochs: dict[str, int], printer: bool = True,
+                 tags: dict[str, str] | None = None) -> None:
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.sweep_id, self.parent_id = sweep_id, parent_id
+        self.specs = specs
+        self.tags = dict(tags or {})
+        self.run_ids: dict[str, str] = {}
         self.epochs = epochs
         self.printer = printer
         self.num_trials = 0
         self._client: MlflowClient | None = None
         self._started = time.time()
         self._logged: dict[str, int] = {}
+        self._nonzero: set[tuple[str, str]] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # the client is rebuilt after a restore
         state = dict(self.__dict__)
@@ -180,12 +275,16 @@ class MLflowTrialCallback(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Tune unpickles the callback of the first driver on restore: take this driver's
-        tracking URI and run ids (``use_driver_state``) and restart the progress clock."""
+        tracking URI, experiment and parent run (``use_driver_state``), find the child runs
+        again by their tags, and restart the progress clock."""
         self.__dict__.update(state)
         self._started = time.time()
         if _DRIVER_STATE:
             self.tracking_uri = _DRIVER_STATE["tracking_uri"]
-            self.run_ids = {**self.run_ids, **_DRIVER_STATE["run_ids"]}
+            self.experiment = _DRIVER_STATE["experiment"]
+            self.parent_id = _DRIVER_STATE["parent_id"]
+            self.tags = _DRIVER_STATE["tags"]
+            self.run_ids = {}
 
     @property
     def client(self) -> MlflowClient:
@@ -195,6 +294,9 @@ class MLflowTrialCallback(Callback):
 
     def _key(self, trial: Any) -> str:
         return str(trial.config.get("trial"))
+
+    def _spec(self, trial: Any) -> TrialSpec | None:
+        return self.specs.get(self._key(trial))
 
     def _last_step(self, run_id: str) -> int:
         """The last epoch logged to a run (read from MLflow once per driver). A trial that
@@ -207,7 +309,20 @@ class MLflowTrialCallback(Callback):
         return self._logged[run_id]
 
     def _run(self, trial: Any) -> str | None:
-        return self.run_ids.get(self._key(trial))
+        key = self._key(trial)
+        if key not in self.run_ids:
+            spec = self._spec(trial)
+            if spec is None:
+                return None
+            tracker = SweepTracker(self.tracking_uri, self.experiment, self.tags)
+            self.run_ids[key] = tracker.child_run(self.sweep_id, self.parent_id, spec)
+        return self.run_ids[key]
+
+    def _charted(self, run_id: str, key: str, value: float) -> bool:
+        if key in QUIET_WHEN_ZERO and value == 0 and (run_id, key) not in self._nonzero:
+            return False
+        self._nonzero.add((run_id, key))
+        return True
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run(trial)
@@ -225,7 +340,7 @@ class MLflowTrialCallback(Callback):
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
                    if tracked(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and math.isfinite(v)]
+                   and math.isfinite(v) and (run_id is None or self._charted(run_id, k, v))]
         if run_id and metrics and step > self._last_step(run_id):
             self.client.log_batch(run_id, metrics=metrics)
             self._logged[run_id] = step
@@ -251,6 +366,9 @@ class MLflowTrialCallback(Callback):
                                        else "FINISHED", end_time=info_.end_time)
             return
         if run_id:
+            checkpoint = getattr(trial, "checkpoint", None)
+            if checkpoint is not None and getattr(checkpoint, "path", None):
+                self.client.set_tag(run_id, CHECKPOINT_TAG, str(checkpoint.path))
             diverged = isinstance((trial.last_result or {}).get(DIVERGED_KEY), str)
             self.client.set_terminated(run_id, "FAILED" if diverged else "FINISHED")
 
@@ -261,28 +379,23 @@ class MLflowTrialCallback(Callback):
 
 
 class HPOTrialCallback(MLflowTrialCallback):
-    """MLflow logging for Optuna-sampled trials: the child run of a trial is created (or found
-    again by its tag after a restore) when the trial starts, with the sampled values as params.
-    Trial keys come from Tune's trial ids, stable across restores."""
+    """MLflow logging for Optuna-sampled trials: the sampled values are the child run's
+    params. Trial keys come from Tune's trial ids, stable across restores."""
 
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, parent_id: str,
-                 common: dict[str, Any], seed: int, epochs: int, num_trials: int) -> None:
-        super().__init__(tracking_uri, {}, {"*": epochs})
-        self.experiment, self.sweep_id, self.parent_id = experiment, sweep_id, parent_id
+                 common: dict[str, Any], seed: int, epochs: int, num_trials: int,
+                 tags: dict[str, str] | None = None) -> None:
+        super().__init__(tracking_uri, experiment, sweep_id, parent_id, {}, {"*": epochs},
+                         tags=tags)
         self.common, self.seed, self.num_trials = common, seed, num_trials
 
     def _key(self, trial: Any) -> str:
         return hpo_trial_key(trial.trial_id)
 
-    def _run(self, trial: Any) -> str | None:
-        key = self._key(trial)
-        if key not in self.run_ids:
-            sampled = decode_hpo_config(trial.config)
-            spec = TrialSpec(key, "hpo", self.seed,
-                             merge(self.common, dotted_to_nested(sampled)), sampled)
-            tracker = SweepTracker(self.tracking_uri, self.experiment)
-            self.run_ids[key] = tracker.child_run(self.sweep_id, self.parent_id, spec)
-        return self.run_ids[key]
+    def _spec(self, trial: Any) -> TrialSpec | None:
+        sampled = decode_hpo_config(trial.config)
+        return TrialSpec(self._key(trial), "hpo", self.seed,
+                         merge(self.common, dotted_to_nested(sampled)), sampled)
 
 
 def hpo_trial_key(trial_id: str) -> str:

@@ -1,0 +1,45 @@
+"""``vidablate ablate`` / ``vidablate cache``: the Hydra entry of a sweep.
+
+Hydra parses the command line (``space=NAME``, ``data.k_shot=4``, ``-m`` for multirun); every
+job of a multirun runs, and the process exits with the worst job's code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ..sweep.cli import CONFIG_DIR, main
+
+_codes: list[int] = []
+_cache_only: list[bool] = [False]
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="ablate", version_base="1.3")
+def _job(cfg: DictConfig) -> None:
+    # no sys.exit here: it would end a multirun after its first job
+    _codes.append(main(cfg, list(HydraConfig.get().overrides.task), cache_only=_cache_only[0]))
+
+
+def run(argv: list[str], *, cache_only: bool = False, prog: str = "vidablate ablate") -> int:
+    """Run Hydra on ``argv`` (without the program name); returns the worst job's exit code."""
+    _codes.clear()
+    _cache_only[0] = cache_only
+    saved = sys.argv
+    sys.argv = [prog, *argv]
+    try:
+        _job()
+    finally:
+        sys.argv = saved
+    return max(_codes, default=0)
+
+
+def ablate(argv: list[str]) -> int:
+    return run(argv)
+
+
+def cache(argv: list[str]) -> int:
+    return run(argv, cache_only=True, prog="vidablate cache")
