@@ -1,0 +1,128 @@
+"""MLflow conventions of a sweep, read back with the MLflow client: source/version/command tags,
+the space file and resolved configs as artifacts, paper / ours / delta / effect metrics side by
+side for the compare view, child runs created when their trial starts, quiet zero counters."""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+from vidablate.report.table import TrialOutcome, build_table
+from vidablate.sweep.provenance import run_tags
+from vidablate.sweep.space import SHIPPED_SPACES, expand, load_space
+from vidablate.sweep.tracking import (
+    MLflowTrialCallback,
+    SweepTracker,
+    log_seed_summaries,
+    log_sweep_files,
+    log_table_summary,
+)
+
+HM = {("baseline", 0): 50.0, ("baseline", 1): 52.0, ("baseline", 2): 51.0,
+      ("sirm", 0): 53.0, ("sirm", 1): 51.0, ("sirm", 2): 55.0,
+      ("sgam", 0): 49.0, ("sgam", 1): 52.5, ("sgam", 2): 50.0,
+      ("sirm_sgam", 0): 60.0, ("sirm_sgam", 1): 58.0, ("sirm_sgam", 2): 59.0}
+"""Made-up results of a 3-seed IS-CLIP Table II: the input of the summary, not a result."""
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
+    trials = expand(space, seeds=[0, 1, 2])
+    tracker = SweepTracker(uri, "isclip_modules", run_tags(["vidablate", "ablate",
+                                                            "space=isclip_modules"]))
+    parent, created = tracker.parent_run("sw1", {"space": space.name})
+    for t in trials:
+        tracker.child_run("sw1", parent, t)
+    outcomes = [TrialOutcome(t.row, t.seed, {"hm": HM[(t.row, t.seed)], "base_acc": 90.0,
+                                             "novel_acc": 40.0}) for t in trials]
+    table = build_table(space, outcomes)
+    log_table_summary(tracker.client, parent, table, [], [("data", "synthetic")])
+    log_seed_summaries(tracker, "sw1", table, trials)
+    log_sweep_files(tracker, parent, space.path, trials)
+    return SimpleNamespace(client=MlflowClient(uri), parent=parent, trials=trials,
+                           tracker=tracker, space=space, created=created)
+
+
+def test_compare_view_has_paper_ours_and_deltas_per_child(sweep):
+    runs = sweep.client.search_runs([sweep.tracker.experiment_id],
+                                    "tags.`vidablate.kind` = 'trial'")
+    assert len(runs) == 12
+    paper = {r.name: r.paper for r in sweep.space.rows}
+    for run in runs:
+        row, seed = run.data.tags["vidablate.row"], int(run.data.tags["vidablate.seed"])
+        m = run.data.metrics
+        assert m["paper.hm"] == paper[row]["hm"]
+        assert m["delta.hm"] == pytest.approx(HM[(row, seed)] - paper[row]["hm"])
+        if row == "baseline":  # the reference row has no change against itself
+            assert "effect.hm" not in m and "paper_effect.hm" not in m
+        else:
+            assert m["paper_effect.hm"] == pytest.approx(paper[row]["hm"] -
+                                                         paper["baseline"]["hm"])
+            assert m["effect.hm"] == pytest.approx(HM[(row, seed)] - HM[("baseline", seed)])
+
+
+def test_parent_carries_per_row_summaries(sweep):
+    m = sweep.client.get_run(sweep.parent).data.metrics
+    assert m["ours.sirm_sgam.hm"] == pytest.approx(59.0)
+    assert m["ours_std.sirm_sgam.hm"] == pytest.approx(1.0)
+    assert m["paper.sirm_sgam.hm"] == 79.0
+    assert m["delta.sirm_sgam.hm"] == pytest.approx(59.0 - 79.0)
+    assert m["paper_effect.sirm_sgam.hm"] == pytest.approx(79.0 - 74.7)
+    assert m["effect.sirm_sgam.hm"] == pytest.approx(8.0)  # paired: (10 + 6 + 8) / 3
+    assert "effect.baseline.hm" not in m
+
+
+def test_runs_name_the_code_versions_and_command(sweep):
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    for run_id in (sweep.parent, sweep.tracker.find_child("sw1", sweep.trials[0].key)):
+        tags = sweep.client.get_run(run_id).data.tags
+        assert tags["mlflow.source.git.commit"] == head
+        assert tags["vidablate.git.dirty"] in ("true", "false")
+        assert tags["vidablate.version.torch"] == metadata.version("torch")
+        assert tags["vidablate.version.mlflow"] == metadata.version("mlflow")
+        assert tags["vidablate.command"] == "vidablate ablate space=isclip_modules"
+
+
+def test_space_file_and_resolved_configs_are_artifacts(sweep, tmp_path):
+    client, parent = sweep.client, sweep.parent
+    space_file = client.download_artifacts(parent, "space/isclip_modules.yaml", str(tmp_path))
+    assert open(space_file).read() == sweep.space.path.read_text()
+    resolved = yaml.safe_load(open(client.download_artifacts(parent, "config/trials.yaml",
+                                                             str(tmp_path))))
+    assert set(resolved) == {t.key for t in sweep.trials}
+    t = sweep.trials[-1]
+    assert resolved[t.key]["model"] == t.experiment["model"]
+    child = sweep.tracker.find_child("sw1", t.key)
+    one = yaml.safe_load(open(client.download_artifacts(child, "config.yaml", str(tmp_path))))
+    assert one["row"] == t.row and one["trainer"] == t.experiment["trainer"]
+
+
+def test_resumed_parent_is_found_again(sweep):
+    again, created = sweep.tracker.parent_run("sw1", {"space": "isclip_modules"})
+    assert (again, created, sweep.created) == (sweep.parent, False, True)
+
+
+def test_zero_counters_are_not_charted_until_non_zero(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
+    t = expand(space, seeds=[0])[0]
+    cb = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 3}, printer=False)
+    trial = SimpleNamespace(config={"trial": t.key}, last_result={}, status="RUNNING")
+    cb.on_trial_start(0, [trial], trial)
+    for epoch, corrupt in ((1, 0), (2, 2), (3, 0)):
+        cb.on_trial_result(0, [trial], trial, {"epoch": epoch, "train_loss": 1.0,
+                                               "corrupt_train": corrupt})
+    run = SweepTracker(uri, "e").find_child("sw", t.key)
+    client = MlflowClient(uri)
+    assert [(m.step, m.value) for m in client.get_metric_history(run, "corrupt_train")] == \
+        [(2, 2.0), (3, 0.0)]
+    assert len(client.get_metric_history(run, "train_loss")) == 3
