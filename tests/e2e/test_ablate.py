@@ -31,7 +31,7 @@ def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
     assert "- **data**: synthetic video+IMU" in out and "**commit**" in out  # what ours ran on
     assert "Δref paper" in out and " ref |" in out  # effects against the reference row
     assert "claims: 0 reproduced, 0 contradicted, 6 inconclusive" in out  # one seed
-    assert f"mlflow ui --backend-store-uri {uri}" in out
+    assert f"-m mlflow ui --backend-store-uri {uri}" in out
     assert "epoch 1/1" in out  # the progress view
 
     client = MlflowClient(uri)
@@ -64,8 +64,20 @@ def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "claims")} == {
         "claims/claims.json"}
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "table")}
-    assert {"table/table.md", "table/table.csv", "table/table.html",
+    assert {"table/table.md", "table/table.csv", "table/table.tex", "table/table.html",
             "table/table.png"} <= artifacts
+    assert f"/#/experiments/{exp.experiment_id}/runs" in out
+    # child runs are created when their trial starts: with 2 CPUs, a later trial's run starts
+    # after an earlier one ended, and none starts before its parent
+    assert max(r.info.start_time for r in children) > min(r.info.end_time for r in children)
+    assert min(r.info.start_time for r in children) >= parent.info.start_time
+    for run in children:
+        assert {"paper.hm", "delta.hm", "hm"} <= set(run.data.metrics)
+        assert run.data.tags["mlflow.source.git.commit"] == parent.data.tags[
+            "mlflow.source.git.commit"]
+    assert by_row["sirm_sgam"].data.metrics["paper.hm"] == 79.0
+    assert by_row["sirm_sgam"].data.metrics["effect.hm"] == pytest.approx(
+        by_row["sirm_sgam"].data.metrics["hm"] - by_row["baseline"].data.metrics["hm"])
     local = client.download_artifacts(parent.info.run_id, "table/table.csv", str(tmp_path))
     with open(local) as f:
         rows = {r["row"]: r for r in csv.DictReader(f)}

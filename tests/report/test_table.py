@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import dataclasses
 import io
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pylatexenc.latex2text import LatexNodes2Text
 
 # isort: split
 from vidablate.report.claims import judge_table, parse_claim
-from vidablate.report.render import to_csv, to_html, to_markdown, write_report
+from vidablate.report.render import _varying_toggles as _varying
+from vidablate.report.render import to_csv, to_html, to_latex, to_markdown, write_report
 from vidablate.report.table import Cell, Effect, TableRow, TrialOutcome, build_table
 from vidablate.sweep.space import Row, Space
 
@@ -247,9 +250,14 @@ def test_html_escapes_and_colours(space: Space, table: list[TableRow]) -> None:
     assert "<th>sirm</th>" in page and "<th>frames</th>" not in page
 
 
-def test_html_embeds_plot(space: Space, table: list[TableRow]) -> None:
-    page = to_html(space, table, plot_png="table.png")
-    assert '<img src="table.png"' in page
+def test_html_embeds_plot(space: Space, table: list[TableRow], tmp_path: Path) -> None:
+    png = tmp_path / "plot.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nnot-a-real-image")
+    page = to_html(space, table, plot_png=png)
+    src = page[page.index('<img src="') + 10:]
+    src = src[:src.index('"')]
+    assert src.startswith("data:image/png;base64,")  # no relative link to break in MLflow
+    assert base64.b64decode(src.split(",", 1)[1]) == png.read_bytes()
     assert page.index("<img") > page.index("</table>")
 
 
@@ -259,15 +267,16 @@ def test_html_embeds_plot(space: Space, table: list[TableRow]) -> None:
 def test_write_report(space: Space, table: list[TableRow], tmp_path: Path) -> None:
     out = tmp_path / "nested" / "report"
     paths = write_report(space, table, out)
-    assert set(paths) == {"md", "csv", "html", "png"}
-    assert {p.name for p in paths.values()} == {"table.md", "table.csv", "table.html",
-                                                "table.png"}
+    assert set(paths) == {"md", "csv", "tex", "html", "png"}
+    assert {p.name for p in paths.values()} == {"table.md", "table.csv", "table.tex",
+                                                "table.html", "table.png"}
     for p in paths.values():
         assert p.parent == out and p.is_file() and p.stat().st_size > 0
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths["md"].read_text(encoding="utf-8") == to_markdown(space, table)
     assert paths["csv"].read_text(encoding="utf-8") == to_csv(space, table)
-    assert '<img src="table.png"' in paths["html"].read_text(encoding="utf-8")
+    assert '<img src="data:image/png;base64,' in paths["html"].read_text(encoding="utf-8")
+    assert paths["tex"].read_text(encoding="utf-8") == to_latex(space, table)
 
 
 # ------------------------------------------------------------------------------- effects
@@ -362,3 +371,31 @@ def test_html_and_files_carry_claims_and_provenance(referenced: Space, tmp_path:
     assert float(sirm["base_acc_effect_mean"]) == pytest.approx(7 / 3)
     assert sirm["base_acc_direction"] == "agree" and sirm["reference"] == "false"
     assert float(sirm["base_acc_seed2"]) == 64.0
+
+
+# ------------------------------------------------------------------------------- LaTeX
+
+
+def test_latex_booktabs_reads_back_as_the_table(referenced: Space) -> None:
+    table = build_table(referenced, _paired_outcomes())
+    tex = to_latex(referenced, table)
+    assert tex.startswith("\\begin{table}") and "\\toprule" in tex and "\\bottomrule" in tex
+    assert "\\label{tab:" + referenced.name.replace("_", "-") + "}" in tex
+    body = tex[tex.index("\\midrule") + len("\\midrule"):tex.index("\\bottomrule")]
+    lines = [line for line in body.strip().splitlines()]
+    columns = 1 + 4 * len(referenced.metrics) + len(_varying(table))
+    assert len(lines) == len(table)
+    assert all(line.count(" & ") == columns - 1 and line.endswith("\\\\") for line in lines)
+    text = LatexNodes2Text().latex_to_text(lines[1])  # the SIRM row, back to plain text
+    cell = table[1].cells["base_acc"]
+    assert f"{cell.paper:.1f}" in text and "+3.0" in text  # the paper's change vs baseline
+    assert "±" in text and "✓" in tex.replace("\\checkmark", "✓")
+    assert "\\textit{" in lines[0]  # the reference row
+
+
+def test_latex_escapes_special_characters(space: Space) -> None:
+    odd = dataclasses.replace(space, name="a_b", title="50% of R&D_x #1 {ok}")
+    tex = to_latex(odd, build_table(odd, []))
+    caption = tex[tex.index("\\caption{") + 9:tex.index("}\n\\label")]
+    assert LatexNodes2Text().latex_to_text(caption).startswith("50% of R&D_x #1 {ok}")
+    assert "\\label{tab:a-b}" in tex

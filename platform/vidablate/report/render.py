@@ -1,9 +1,10 @@
-"""The aggregated table (``vidablate.report.table``) as Markdown, CSV and HTML, with what the
+"""The aggregated table (``vidablate.report.table``) as Markdown, CSV, LaTeX and HTML, with what the
 run was (``provenance``: data, backbone and weights, epochs, seeds, commit) above it and the
 claims' verdicts (``vidablate.report.claims``) below it."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
@@ -306,6 +307,53 @@ def to_markdown(space: TableSpace, table: list[TableRow], provenance: Provenance
 
 
 # ---------------------------------------------------------------------------------------------
+# LaTeX
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}", "±": r"$\pm$", MINUS: r"$-$", "→": r"$\to$",
+                  "Δ": r"$\Delta$", MISSING: "--", MARKS["agree"]: r"\checkmark",
+                  MARKS["disagree"]: r"$\times$", "†": r"$^\dagger$", "‡": r"$^\ddagger$"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def to_latex(space: TableSpace, table: list[TableRow]) -> str:
+    """The table as a booktabs ``tabular`` (needs the booktabs and amssymb packages) in a
+    ``table`` float: one column group per metric (paper, ours and, with a reference row, the
+    paper's and our change against it), the reference row in italics."""
+    effects = _has_reference(table)
+    toggles = _varying_toggles(table)
+    per = 4 if effects else 3
+    lead = 1 + len(toggles)
+    sub = ["paper", "ours", r"$\Delta$ref paper", r"$\Delta$ref ours"] if effects \
+        else ["paper", "ours", r"$\Delta$"]
+    top = ["Row", *(_tex(h) for h in _toggle_headers(toggles))]
+    rules = []
+    for i, label in enumerate(space.metrics.values()):
+        top.append(rf"\multicolumn{{{per}}}{{c}}{{{_tex(label)}}}")
+        first = lead + 1 + i * per
+        rules.append(rf"\cmidrule(lr){{{first}-{first + per - 1}}}")
+    name = space.name.replace("_", "-")
+    out = [r"\begin{table}[t]", r"\centering",
+           rf"\caption{{{_tex(_title_line(space))}}}", rf"\label{{tab:{name}}}",
+           rf"\begin{{tabular}}{{l{'c' * len(toggles)}{'r' * per * len(space.metrics)}}}",
+           r"\toprule", " & ".join(top) + r" \\", "".join(rules),
+           " & ".join([""] * lead + sub * len(space.metrics)) + r" \\", r"\midrule"]
+    for row in table:
+        label = _tex(f"{row.label} {_marker(row)}".strip())
+        cells = [rf"\textit{{{label}}}" if row.reference else label,
+                 *(_tex(_fmt_toggle(row.toggles.get(k))) for k in toggles)]
+        for metric in space.metrics:
+            cells += [_tex(c) for c in _metric_cells(row, row.cells[metric], effects)]
+        out.append(" & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
 # CSV
 
 
@@ -399,12 +447,12 @@ def _html_seeds(space: TableSpace, table: list[TableRow]) -> str:
             f"{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>")
 
 
-def to_html(space: TableSpace, table: list[TableRow], plot_png: str | None = None,
+def to_html(space: TableSpace, table: list[TableRow], plot_png: str | Path | None = None,
             provenance: Provenance = (), verdicts: Sequence[Verdict] = ()) -> str:
     """A standalone page (inline CSS, no external assets) with the same table, the claims and
     each seed's values; Δ is coloured green/red by its sign, or by its direction against the
-    paper's when the space has a reference row; ``plot_png`` (a file name relative to the page)
-    is shown below."""
+    paper's when the space has a reference row; the PNG at ``plot_png`` is embedded below as a
+    data URI, so the page shows it wherever it is opened (MLflow's artifact viewer too)."""
     esc = html.escape
     effects = _has_reference(table)
     toggles = _varying_toggles(table)
@@ -438,8 +486,9 @@ def to_html(space: TableSpace, table: list[TableRow], plot_png: str | None = Non
         body.append(f"<tr{cls}>{''.join(tds)}</tr>")
     image = ""
     if plot_png:
-        image = (f'<img src="{esc(plot_png)}" alt="{esc(space.title or space.name)}: paper vs '
-                 f'ours">')
+        data = base64.b64encode(Path(plot_png).read_bytes()).decode("ascii")
+        image = (f'<img src="data:image/png;base64,{data}" alt="'
+                 f'{esc(space.title or space.name)}: paper vs ours">')
     prov = ""
     if provenance:
         prov = ('<dl class="provenance">' + "".join(
@@ -460,9 +509,9 @@ def to_html(space: TableSpace, table: list[TableRow], plot_png: str | None = Non
 def write_report(space: TableSpace, table: list[TableRow], directory: str | Path,
                  provenance: Provenance = (), verdicts: Sequence[Verdict] = ()
                  ) -> dict[str, Path]:
-    """Write table.md, table.csv, table.html and table.png (and claims.json when there are
-    verdicts) into ``directory`` (e.g. to log as MLflow artifacts); returns the paths keyed by
-    "md", "csv", "html", "png" (and "claims")."""
+    """Write table.md, table.csv, table.tex, table.html and table.png (and claims.json when
+    there are verdicts) into ``directory`` (e.g. to log as MLflow artifacts); returns the paths
+    keyed by "md", "csv", "tex", "html", "png" (and "claims")."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"md": directory / "table.md", "csv": directory / "table.csv",
@@ -470,7 +519,9 @@ def write_report(space: TableSpace, table: list[TableRow], directory: str | Path
     plot(space, table, paths["png"])
     paths["md"].write_text(to_markdown(space, table, provenance, verdicts), encoding="utf-8")
     paths["csv"].write_text(to_csv(space, table), encoding="utf-8", newline="")
-    paths["html"].write_text(to_html(space, table, plot_png=paths["png"].name,
+    paths["tex"] = directory / "table.tex"
+    paths["tex"].write_text(to_latex(space, table), encoding="utf-8")
+    paths["html"].write_text(to_html(space, table, plot_png=paths["png"],
                                      provenance=provenance, verdicts=verdicts), encoding="utf-8")
     if verdicts:
         paths["claims"] = directory / "claims.json"

@@ -112,7 +112,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
     for o in failed:
         print(f"trial {o.row} seed {o.seed}: {o.status} {o.error.splitlines()[-1] if o.error else ''}",
               file=sys.stderr)
-    ui = browse_command(tracking_uri)
+    ui = browse_command(tracking_uri, tracker.experiment_id)
     print(f"sweep {sid} done in {math.ceil(elapsed)} s; table files in {report_dir}\n"
           f"MLflow: experiment {experiment_name!r}, parent run {parent_id}\n"
           f"browse: {ui}", flush=True)

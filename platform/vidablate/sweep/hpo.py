@@ -104,7 +104,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
     tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
     tracker.client.set_terminated(parent_id, "FAILED" if failed or not ok else "FINISHED")
     print(f"\n{markdown}\n", flush=True)
-    ui = browse_command(tracker.tracking_uri)
+    ui = browse_command(tracker.tracking_uri, tracker.experiment_id)
     print(f"sweep {sid} done in {math.ceil(time.time() - started)} s; best "
           f"{best[0] + ' ' + metric + '=' + format(best[2][metric], '.2f') if ok else 'none'}\n"
           f"MLflow: experiment {tracker.experiment!r}, parent run {parent_id}\nbrowse: {ui}",

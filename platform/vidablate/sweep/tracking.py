@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,10 +49,21 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def browse_command(store: str) -> str:
-    """How to look at the results in MLflow."""
-    return f"mlflow ui --backend-store-uri {store}" if store.startswith("sqlite") \
-        else f"open {_redact(store)}"
+UI_PORT = 5000
+"""``mlflow ui``'s default port."""
+
+
+def browse_command(store: str, experiment_id: str | None = None) -> str:
+    """How to look at the results in MLflow: for a local store a ``mlflow ui`` command that
+    works without an activated venv (this interpreter's ``-m mlflow``) and the runs page of
+    the experiment (MLflow 3 opens an experiment on its GenAI overview otherwise)."""
+    page = f"#/experiments/{experiment_id}/runs" if experiment_id else ""
+    if store.startswith("sqlite"):
+        return (f"{shlex.quote(sys.executable)} -m mlflow ui --backend-store-uri {store} "
+                f"--port {UI_PORT}\n  then open http://127.0.0.1:{UI_PORT}/{page}")
+    if store.startswith(("http://", "https://")):
+        return f"open {_redact(store).rstrip('/')}/{page}"
+    return f"open {_redact(store)}"
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
