@@ -12,6 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from ..dashboard.site import publish
 from ..sweep.cli import CONFIG_DIR, main
 
 _codes: list[int] = []
@@ -21,7 +22,8 @@ _cache_only: list[bool] = [False]
 @hydra.main(config_path=CONFIG_DIR, config_name="ablate", version_base="1.3")
 def _job(cfg: DictConfig) -> None:
     # no sys.exit here: it would end a multirun after its first job
-    _codes.append(main(cfg, list(HydraConfig.get().overrides.task), cache_only=_cache_only[0]))
+    _codes.append(main(cfg, list(HydraConfig.get().overrides.task), cache_only=_cache_only[0],
+                       after=publish))
 
 
 def run(argv: list[str], *, cache_only: bool = False, prog: str = "vidablate ablate") -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ..errors import ConfigError
-from .runner import SweepSettings, run_sweep
+from .runner import SweepReport, SweepSettings, run_sweep
 from .space import SHIPPED_SPACES, expand, load_space, select_rows
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -103,9 +104,11 @@ def explicit_overrides(cfg: dict[str, Any], task_overrides: list[str]) -> dict[s
     return out
 
 
-def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False) -> int:
+def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
+         after: Callable[[SweepReport], None] | None = None) -> int:
     """Run the sweep described by a composed Hydra config (or, ``cache_only``, only build its
-    feature cache); returns a process exit code."""
+    feature cache); ``after`` gets the report of a sweep that ran (the dashboard); returns a
+    process exit code."""
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
     base = {k: raw[k] for k in SECTIONS}
@@ -135,4 +138,6 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False) -
         return 2
     if report is None:
         return 0
+    if after is not None:
+        after(report)
     return 0 if all(o.status == "ok" for o in report.outcomes) else 1

@@ -103,6 +103,8 @@ class SweepReport:
     files: dict[str, Path]
     outcomes: list[TrialOutcome]
     trials: list[TrialSpec] = field(default_factory=list)
+    space_file: Path | None = None
+    """The space file the sweep ran (the dashboard lists a user's file beside the shipped)."""
 
 
 def _cache_root(settings: SweepSettings) -> str:
@@ -214,13 +216,13 @@ def run_sweep(
             max_concurrent=_concurrency([template], settings, one),
             max_failures=settings.max_trial_failures, report_dir=report_dir)
         return SweepReport(sid, parent_id, tracking_uri, experiment_name, markdown, files,
-                           outcomes, [template])
+                           outcomes, [template], space.path)
     markdown, files, outcomes = run_grid(
         space, trials, sid, tracker, parent_id, created, storage, cache_options=cache_options,
         packed=packed, restore=restore, max_concurrent=_concurrency(trials, settings, packed),
         max_failures=settings.max_trial_failures, report_dir=report_dir)
     return SweepReport(sid, parent_id, tracking_uri, experiment_name, markdown, files,
-                       outcomes, trials)
+                       outcomes, trials, space.path)
 
 
 def _restore(exp_path: str, trainable: Any, settings: SweepSettings) -> tune.Tuner | None:

@@ -4,6 +4,7 @@ its run instead of creating a duplicate (Ray's MLflowLoggerCallback keeps that m
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shlex
@@ -28,6 +29,8 @@ from .space import TrialSpec
 SWEEP_TAG = "vidablate.sweep_id"
 TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
+SPACE_HASH_TAG = "vidablate.space.sha256"
+"""SHA-256 of the space file a sweep ran (the dashboard marks the table stale when it changes)."""
 CHECKPOINT_TAG = "vidablate.checkpoint"
 """A finished trial's last checkpoint (``vidablate predict RUN_ID`` loads it)."""
 TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm", "top1",
@@ -162,6 +165,8 @@ def log_sweep_files(tracker: SweepTracker, run_id: str, space_file: Path,
     """The parent run's inputs as artifacts: the space file as written (``space/``) and every
     trial's resolved config (``config/trials.yaml``, by trial key)."""
     tracker.client.log_artifact(run_id, str(space_file), artifact_path="space")
+    tracker.client.set_tag(run_id, SPACE_HASH_TAG,
+                           hashlib.sha256(Path(space_file).read_bytes()).hexdigest())
     resolved = {t.key: {"row": t.row, "seed": t.seed, "recipe": t.recipe or None,
                         **t.experiment} for t in trials}
     tracker.client.log_text(run_id, yaml.safe_dump(resolved, sort_keys=False),
