@@ -8,7 +8,7 @@ import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ class SpaceStatus:
     def started(self) -> str:
         if not self.run:
             return ""
-        when = datetime.fromtimestamp(self.run.info.start_time / 1000, tz=timezone.utc)
+        when = datetime.fromtimestamp(self.run.info.start_time / 1000, tz=UTC)
         return when.strftime("%Y-%m-%d %H:%M UTC")
 
     @property

@@ -9,7 +9,7 @@ import base64
 import html
 import re
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -176,7 +176,7 @@ def build_site(tracking_uri: str, out: str | Path, spaces_dir: Path | None = Non
     (out / "tables").mkdir(parents=True, exist_ok=True)
     ui = ui or default_ui(tracking_uri)
     statuses = collect(tracking_uri, spaces_dir, details=only)
-    built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    built = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     files = [out / "index.html"]
     files[0].write_text(status_page(statuses, ui, built), encoding="utf-8")
     for s in statuses:
