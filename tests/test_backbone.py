@@ -3,6 +3,8 @@ the frame encoder, the frozen teacher tail and the cached frozen text encoder.""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -254,3 +256,12 @@ def test_text_encoder_freezes_non_visual_params_only():
     assert non_visual
     assert not any(p.requires_grad for _, p in non_visual)
     assert {n: p.requires_grad for n, p in clip.visual.named_parameters()} == visual_before
+
+
+def test_random_init_notice_is_dropped_only_while_building(caplog):
+    with caplog.at_level(logging.WARNING):
+        load_clip("vidablate-tiny", None)  # random weights: the config's explicit choice
+        logging.warning("No pretrained weights loaded for model 'vidablate-tiny'. Model ...")
+    notices = [r for r in caplog.records if "No pretrained weights" in r.getMessage()]
+    assert len(notices) == 1  # only ours, logged after the build: the filter was removed
+    assert not logging.getLogger().filters

@@ -126,3 +126,27 @@ def test_zero_counters_are_not_charted_until_non_zero(tmp_path):
     assert [(m.step, m.value) for m in client.get_metric_history(run, "corrupt_train")] == \
         [(2, 2.0), (3, 0.0)]
     assert len(client.get_metric_history(run, "train_loss")) == 3
+
+
+def test_console_announces_queued_trials_counts_and_eta(tmp_path, capsys, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
+    a, b = expand(space, seeds=[0])[:2]
+    clock = [1000.0]
+    monkeypatch.setattr("vidablate.sweep.tracking.time.time", lambda: clock[0])
+    cb = MLflowTrialCallback(uri, "e", "sw", "p", {a.key: a, b.key: b}, {a.key: 4, b.key: 4})
+    ta = SimpleNamespace(config={"trial": a.key}, last_result={}, status="RUNNING")
+    tb = SimpleNamespace(config={"trial": b.key}, last_result={}, status="PENDING")
+    cb.on_trial_start(0, [ta, tb], ta)
+    assert f"{a.key} " in capsys.readouterr().out.splitlines()[-1]
+    for epoch in (1, 2):
+        clock[0] += 10.0  # 10 s per epoch
+        cb.on_trial_result(0, [ta, tb], ta, {"epoch": epoch, "train_loss": 1.0})
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "epoch 2/4" in line and "0/2 done, 1 running, 1 queued" in line
+    # 2 epochs left of a (20 s) + 4 of b (40 s), one trial running at a time
+    assert "ETA trial 0m20s, table 1m00s" in line
+    ta.status = "TERMINATED"
+    cb.on_trial_complete(0, [ta, tb], ta)
+    assert "finished" in capsys.readouterr().out and "1/2 done" in \
+        cb._count([ta, tb])  # counted at completion, not one report later

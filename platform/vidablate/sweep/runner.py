@@ -22,6 +22,7 @@ from ray import tune
 from ..config import ExperimentConfig
 from ..data.preflight import check_data
 from ..report.table import TrialOutcome
+from . import quiet
 from .caching import (
     build_entries,
     cache_root,
@@ -134,6 +135,7 @@ def _concurrency(trials: list[TrialSpec], settings: SweepSettings,
 
 
 def _init_ray(settings: SweepSettings) -> None:
+    quiet.install()
     if ray.is_initialized():
         return
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"

@@ -284,6 +284,11 @@ class MLflowTrialCallback(Callback):
         self._started = time.time()
         self._logged: dict[str, int] = {}
         self._nonzero: set[tuple[str, str]] = set()
+        self._began: dict[str, float] = {}
+        """Trial key -> when this driver saw it start (for the ETA)."""
+        self._steps: dict[str, tuple[int, int]] = {}
+        """Trial key -> (epochs reported under this driver, the last epoch reported)."""
+        self._done: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # the client is rebuilt after a restore
         state = dict(self.__dict__)
@@ -297,6 +302,7 @@ class MLflowTrialCallback(Callback):
         again by their tags, and restart the progress clock."""
         self.__dict__.update(state)
         self._started = time.time()
+        self._began, self._steps, self._done = {}, {}, set()
         if _DRIVER_STATE:
             self.tracking_uri = _DRIVER_STATE["tracking_uri"]
             self.experiment = _DRIVER_STATE["experiment"]
@@ -342,10 +348,45 @@ class MLflowTrialCallback(Callback):
         self._nonzero.add((run_id, key))
         return True
 
+    def _total(self, key: str) -> int:
+        return int(self.epochs.get(key, self.epochs.get("*", 0)) or 0)
+
+    def _count(self, trials: list) -> str:
+        total = self.num_trials or len(self.epochs) or len(trials)
+        done = self._done | {self._key(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
+        running = sum(t.status == "RUNNING" for t in trials)
+        queued = sum(t.status == "PENDING" for t in trials)
+        if self.num_trials and len(trials) < self.num_trials:  # HPO: not yet sampled
+            queued += self.num_trials - len(trials)
+        return f"{len(done)}/{total} done, {running} running, {queued} queued"
+
+    def eta(self, key: str, trials: list) -> tuple[float | None, float | None]:
+        """Seconds left for this trial and for the table: epochs left times the mean epoch
+        time seen so far under this driver, the table's spread over the trials running."""
+        per_epoch = [(time.time() - self._began[k]) / n for k, (n, _) in self._steps.items()
+                     if n and k in self._began and k not in self._done]
+        if not per_epoch:
+            return None, None
+        epoch_s = sum(per_epoch) / len(per_epoch)
+        last = self._steps.get(key, (0, 0))[1]
+        trial_left = max(self._total(key) - last, 0) * epoch_s
+        keys = [self._key(t) for t in trials] or list(self.epochs)
+        if self.num_trials:  # HPO: trials not sampled yet count whole
+            keys += [f"?{i}" for i in range(self.num_trials - len(keys))]
+        left = sum(max(self._total(k) - self._steps.get(k, (0, 0))[1], 0)
+                   for k in keys if k not in self._done)
+        running = max(sum(t.status == "RUNNING" for t in trials), 1)
+        return trial_left, left * epoch_s / running
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run(trial)
         if run_id:
             self.client.update_run(run_id, status="RUNNING")
+        key = self._key(trial)
+        self._began[key] = time.time()
+        if self.printer:
+            print(f"[{time.time() - self._started:6.0f}s] {key:<24} started   "
+                  f"({self._count(trials)})", flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -364,18 +405,30 @@ class MLflowTrialCallback(Callback):
             self._logged[run_id] = step
         if run_id and isinstance(result.get(KSHOT_KEY), str):
             self.client.log_text(run_id, result[KSHOT_KEY], f"{KSHOT_KEY}.json")
+        key = self._key(trial)
+        n, _ = self._steps.get(key, (0, 0))
+        self._steps[key] = (n + 1, step)
+        self._began.setdefault(key, self._started)
         if self.printer:
-            key = self._key(trial)
-            total = self.epochs.get(key, self.epochs.get("*", "?"))
-            done = sum(t.status == "TERMINATED" for t in trials)
             parts = [f"{name} {result[k]:5.1f}" for k, name in
                      (("base_acc", "base"), ("novel_acc", "novel"), ("hm", "hm"),
                       ("top1", "top1")) if k in result]
-            print(f"[{time.time() - self._started:6.0f}s] {key:<24} epoch {step}/{total}  "
-                  f"loss {result.get('train_loss', float('nan')):.3f}  {'  '.join(parts)}   "
-                  f"({done}/{self.num_trials or len(self.epochs)} trials done)", flush=True)
+            trial_left, table_left = self.eta(key, trials)
+            eta = "" if trial_left is None else \
+                f"  ETA trial {_clock(trial_left)}, table {_clock(table_left)}"
+            print(f"[{time.time() - self._started:6.0f}s] {key:<24} epoch {step}/"
+                  f"{self._total(key) or '?'}  loss {result.get('train_loss', float('nan')):.3f}"
+                  f"  {'  '.join(parts)}{eta}   ({self._count(trials)})", flush=True)
+
+    def _finished(self, trials: list, trial: Any, how: str) -> None:
+        key = self._key(trial)
+        self._done.add(key)
+        if self.printer:
+            print(f"[{time.time() - self._started:6.0f}s] {key:<24} {how:<9} "
+                  f"({self._count(trials)})", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finished(trials, trial, "finished")
         run_id = self._run(trial)
         if run_id and (trial.last_result or {}).get(REPLAYED_KEY):
             # finished under an earlier driver: keep its status and end time
@@ -391,9 +444,19 @@ class MLflowTrialCallback(Callback):
             self.client.set_terminated(run_id, "FAILED" if diverged else "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finished(trials, trial, "failed")
         run_id = self._run(trial)
         if run_id:
             self.client.set_terminated(run_id, "FAILED")
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 class HPOTrialCallback(MLflowTrialCallback):
