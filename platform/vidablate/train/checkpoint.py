@@ -61,10 +61,12 @@ def save_state(
     step: int = 0,
     partial: list[float] | None = None,
     epoch_average: dict[str, Any] | None = None,
+    experiment: dict[str, Any] | None = None,
 ) -> Path:
     """Write everything needed to continue after ``epoch`` finished epochs and ``step`` batches
     of the next one (a just-in-time checkpoint on preemption; ``partial`` holds that epoch's
-    running loss sums; ``epoch_average`` the running weight average, when one is kept)."""
+    running loss sums; ``epoch_average`` the running weight average, when one is kept;
+    ``experiment`` the trial's resolved config, so ``vidablate predict`` rebuilds the model)."""
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     path = Path(directory) / STATE_FILE
     torch.save(
@@ -80,6 +82,7 @@ def save_state(
             "step": step,
             "partial": list(partial or []),
             "epoch_average": epoch_average,
+            "experiment": experiment,
         },
         path,
     )
@@ -93,6 +96,18 @@ def load_state(
     schedulers: dict[str, Any],
 ) -> dict[str, Any]:
     """Restore in place; returns the raw state (epoch, history, mlflow_run_id)."""
+    state = load_weights(directory, model)
+    for k, o in optimizers.items():
+        o.load_state_dict(state["optimizers"][k])
+    for k, s in schedulers.items():
+        s.load_state_dict(state["schedulers"][k])
+    set_rng_state(state["rng"])
+    return state
+
+
+def load_weights(directory: str | Path, model: nn.Module) -> dict[str, Any]:
+    """Copy a checkpoint's trainable tensors into ``model`` after checking that it belongs to
+    it (names, shapes, frozen fingerprint); returns the raw state."""
     path = Path(directory) / STATE_FILE
     state = torch.load(path, map_location="cpu", weights_only=True)
     params = dict(model.named_parameters())
@@ -119,9 +134,4 @@ def load_state(
     with torch.no_grad():
         for name, tensor in state["trainable"].items():
             params[name].copy_(tensor)
-    for k, o in optimizers.items():
-        o.load_state_dict(state["optimizers"][k])
-    for k, s in schedulers.items():
-        s.load_state_dict(state["schedulers"][k])
-    set_rng_state(state["rng"])
     return state

@@ -455,7 +455,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 ckpt = None
                 if rank == 0:
                     save_state(tmp, model, optimizers, schedulers, epoch + 1, history, run_id,
-                               epoch_average=average.state_dict() if average else None)
+                               epoch_average=average.state_dict() if average else None,
+                               experiment=loop_config["experiment"])
                     ckpt = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=ckpt)
         else:
