@@ -67,6 +67,11 @@ def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
     assert {"table/table.md", "table/table.csv", "table/table.tex", "table/table.html",
             "table/table.png"} <= artifacts
     assert f"/#/experiments/{exp.experiment_id}/runs" in out
+    dashboard = {a.path for a in client.list_artifacts(parent.info.run_id, "dashboard")}
+    assert "dashboard/index.html" in dashboard  # logged with the sweep
+    page = client.download_artifacts(parent.info.run_id,
+                                     "dashboard/tables/isclip_modules.html", str(tmp_path))
+    assert "IS-CLIP Table II" in open(page).read()
     # child runs are created when their trial starts: with 2 CPUs, a later trial's run starts
     # after an earlier one ended, and none starts before its parent
     assert max(r.info.start_time for r in children) > min(r.info.end_time for r in children)
