@@ -18,7 +18,7 @@ def test_explicit_overrides_take_only_section_keys():
 
 def test_dry_run_lists_trials_without_running(ablate_cmd, tmp_path):
     out = subprocess.run(ablate_cmd + ["space=isclip_sensors", "dry_run=true", "seeds=[0,1]"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "4 rows x 2 seeds = 8 trials" in out.stdout
     assert "gyro-s1" in out.stdout
