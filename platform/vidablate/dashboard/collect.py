@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -187,8 +188,9 @@ def collect(tracking_uri: str, spaces_dir: Path | None = None,
             tags = status.run.data.tags
             if tags.get(SPACE_HASH_TAG) and tags[SPACE_HASH_TAG] != file_hash(path):
                 status.stale.append("space file changed since the run")
-            ran = tags.get("mlflow.source.git.commit", "")
-            if head and ran and ran != head:
+            ran = tags.get("mlflow.source.git.commit", "") or \
+                tags.get("vidablate.ran_on.commit", "").split(" ")[0]  # older runs: short sha
+            if head and re.fullmatch(r"[0-9a-f]{7,40}", ran) and not head.startswith(ran):
                 status.stale.append(f"code changed ({ran[:8]} -> {head[:8]})")
             if tags.get("vidablate.git.dirty") == "true":
                 status.stale.append("ran with local changes")
