@@ -141,7 +141,8 @@ def test_console_announces_queued_trials_counts_and_eta(tmp_path, capsys, monkey
     assert f"{a.key} " in capsys.readouterr().out.splitlines()[-1]
     for epoch in (1, 2):
         clock[0] += 10.0  # 10 s per epoch
-        cb.on_trial_result(0, [ta, tb], ta, {"epoch": epoch, "train_loss": 1.0})
+        # Tune lists only the trials it created; the grid's other trial is still queued
+        cb.on_trial_result(0, [ta], ta, {"epoch": epoch, "train_loss": 1.0})
     line = capsys.readouterr().out.splitlines()[-1]
     assert "epoch 2/4" in line and "0/2 done, 1 running, 1 queued" in line
     # 2 epochs left of a (20 s) + 4 of b (40 s), one trial running at a time

@@ -184,8 +184,8 @@ def judge(claim: Claim, per_seed: dict[str, dict[int, float]],
     if all(p < ALPHA for p in adjusted_for):
         return Verdict(claim, "reproduced", f"p <= {max(adjusted_for):.3g}, n = {n}",
                        comparisons, paper_holds)
-    return Verdict(claim, "inconclusive", f"not significant (p = {max(adjusted_for):.3g}, "
-                   f"n = {n})", comparisons, paper_holds)
+    return Verdict(claim, "inconclusive", f"not significant, p = {max(adjusted_for):.3g}, "
+                   f"n = {n}", comparisons, paper_holds)
 
 
 def judge_table(claims: list[Claim], table: list[TableRow]) -> list[Verdict]:

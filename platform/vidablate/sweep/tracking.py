@@ -351,13 +351,20 @@ class MLflowTrialCallback(Callback):
     def _total(self, key: str) -> int:
         return int(self.epochs.get(key, self.epochs.get("*", 0)) or 0)
 
+    def _keys(self, trials: list) -> list[str]:
+        """Every trial of the sweep: a grid's keys are known up front (Tune creates the
+        trials themselves only as slots free up); HPO's unsampled trials get placeholders."""
+        keys = [k for k in self.epochs if k != "*"]
+        if not keys:
+            keys = [self._key(t) for t in trials]
+            keys += [f"?{i}" for i in range(max(self.num_trials - len(keys), 0))]
+        return keys
+
     def _count(self, trials: list) -> str:
-        total = self.num_trials or len(self.epochs) or len(trials)
+        total = len(self._keys(trials))
         done = self._done | {self._key(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
         running = sum(t.status == "RUNNING" for t in trials)
-        queued = sum(t.status == "PENDING" for t in trials)
-        if self.num_trials and len(trials) < self.num_trials:  # HPO: not yet sampled
-            queued += self.num_trials - len(trials)
+        queued = max(total - len(done) - running, 0)
         return f"{len(done)}/{total} done, {running} running, {queued} queued"
 
     def eta(self, key: str, trials: list) -> tuple[float | None, float | None]:
@@ -370,11 +377,9 @@ class MLflowTrialCallback(Callback):
         epoch_s = sum(per_epoch) / len(per_epoch)
         last = self._steps.get(key, (0, 0))[1]
         trial_left = max(self._total(key) - last, 0) * epoch_s
-        keys = [self._key(t) for t in trials] or list(self.epochs)
-        if self.num_trials:  # HPO: trials not sampled yet count whole
-            keys += [f"?{i}" for i in range(self.num_trials - len(keys))]
+        done = self._done | {self._key(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
         left = sum(max(self._total(k) - self._steps.get(k, (0, 0))[1], 0)
-                   for k in keys if k not in self._done)
+                   for k in self._keys(trials) if k not in done)
         running = max(sum(t.status == "RUNNING" for t in trials), 1)
         return trial_left, left * epoch_s / running
 
