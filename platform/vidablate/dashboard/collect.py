@@ -4,7 +4,6 @@ child runs' per-epoch histories."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tempfile
@@ -19,15 +18,10 @@ from mlflow.tracking import MlflowClient
 
 from ..sweep.provenance import source_tags
 from ..sweep.space import SHIPPED_SPACES, Space, SpaceError, load_space
-from ..sweep.tracking import SPACE_HASH_TAG, SWEEP_TAG, TRIAL_TAG
+from ..sweep.tracking import SPACE_HASH_TAG, SWEEP_TAG, TRIAL_TAG, space_hash
 
 CURVE_METRICS = ("train_loss",)
 """Per-epoch curves drawn for every table besides its own metrics."""
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a space file, as tagged on the sweep's parent run."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass
@@ -186,7 +180,7 @@ def collect(tracking_uri: str, spaces_dir: Path | None = None,
         if name in parents:
             status.run, status.experiment_id = parents[name]
             tags = status.run.data.tags
-            if tags.get(SPACE_HASH_TAG) and tags[SPACE_HASH_TAG] != file_hash(path):
+            if tags.get(SPACE_HASH_TAG) and tags[SPACE_HASH_TAG] != space_hash(path):
                 status.stale.append("space file changed since the run")
             ran = tags.get("mlflow.source.git.commit", "") or \
                 tags.get("vidablate.ran_on.commit", "").split(" ")[0]  # older runs: short sha

@@ -54,8 +54,8 @@ def _spaces_help() -> str:
 
 
 def _escape(text: str) -> str:
-    """Hydra fills the template with string.Template (``$``) after OmegaConf (``${}``)."""
-    return text.replace("$", "$$").replace("{", "\\{").replace("}", "\\}")
+    """Hydra fills the help template with string.Template, where ``$`` starts a field."""
+    return text.replace("$", "$$")
 
 
 def register_help() -> None:

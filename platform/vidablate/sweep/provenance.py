@@ -84,31 +84,28 @@ def _training(trials: list[TrialSpec]) -> str:
     return f"{epochs} epochs, batch {batch}, {recipe}"
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(SOURCE_ROOT), *args], capture_output=True,
+                          text=True, timeout=10, check=True).stdout.strip()
+
+
 def commit() -> str:
     """The git commit of the running code ("+ local changes" when the tree differs), else the
     installed package's version."""
     try:
-        head = subprocess.run(["git", "-C", str(SOURCE_ROOT), "rev-parse", "--short=12", "HEAD"],
-                              capture_output=True, text=True, timeout=10, check=True).stdout
-        dirty = subprocess.run(["git", "-C", str(SOURCE_ROOT), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10, check=True).stdout
+        head = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         try:
             return f"vidablate {metadata.version('vidablate')} (no git checkout)"
         except metadata.PackageNotFoundError:
             return "unknown (no git checkout, package not installed)"
-    return head.strip() + (" + local changes" if dirty.strip() else "")
+    return head + (" + local changes" if dirty else "")
 
 
 VERSIONED = ("vidablate", "torch", "torchvision", "open_clip_torch", "ray", "mlflow", "optuna",
              "numpy", "scipy", "hydra-core", "decord", "av")
 """Packages whose versions are tagged on every run (``vidablate.version.<package>``)."""
-
-
-def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(SOURCE_ROOT), *args], capture_output=True,
-                          text=True, timeout=10, check=True).stdout.strip()
 
 
 def source_tags() -> dict[str, str]:

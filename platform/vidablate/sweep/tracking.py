@@ -160,13 +160,17 @@ class SweepTracker:
             self.client.log_batch(run_id, params=items[i:i + 100])
 
 
+def space_hash(path: str | Path) -> str:
+    """SHA-256 of a space file, as tagged on the sweep's parent run."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def log_sweep_files(tracker: SweepTracker, run_id: str, space_file: Path,
                     trials: list[TrialSpec]) -> None:
     """The parent run's inputs as artifacts: the space file as written (``space/``) and every
     trial's resolved config (``config/trials.yaml``, by trial key)."""
     tracker.client.log_artifact(run_id, str(space_file), artifact_path="space")
-    tracker.client.set_tag(run_id, SPACE_HASH_TAG,
-                           hashlib.sha256(Path(space_file).read_bytes()).hexdigest())
+    tracker.client.set_tag(run_id, SPACE_HASH_TAG, space_hash(space_file))
     resolved = {t.key: {"row": t.row, "seed": t.seed, "recipe": t.recipe or None,
                         **t.experiment} for t in trials}
     tracker.client.log_text(run_id, yaml.safe_dump(resolved, sort_keys=False),
@@ -353,7 +357,7 @@ class MLflowTrialCallback(Callback):
 
     def _keys(self, trials: list) -> list[str]:
         """Every trial of the sweep: a grid's keys are known up front (Tune creates the
-        trials themselves only as slots free up); HPO's unsampled trials get placeholders."""
+        trials themselves only as slots free up); HPO trials not sampled yet count by number."""
         keys = [k for k in self.epochs if k != "*"]
         if not keys:
             keys = [self._key(t) for t in trials]
