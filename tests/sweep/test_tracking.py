@@ -4,6 +4,7 @@ side for the compare view, child runs created when their trial starts, quiet zer
 
 from __future__ import annotations
 
+import json
 import subprocess
 from importlib import metadata
 from types import SimpleNamespace
@@ -23,6 +24,7 @@ from vidablate.sweep.tracking import (
     log_sweep_files,
     log_table_summary,
 )
+from vidablate.train.keys import HISTORY_KEY, REPLAYED_KEY
 
 HM = {("baseline", 0): 50.0, ("baseline", 1): 52.0, ("baseline", 2): 51.0,
       ("sirm", 0): 53.0, ("sirm", 1): 51.0, ("sirm", 2): 55.0,
@@ -151,3 +153,33 @@ def test_console_announces_queued_trials_counts_and_eta(tmp_path, capsys, monkey
     cb.on_trial_complete(0, [ta, tb], ta)
     assert "finished" in capsys.readouterr().out and "1/2 done" in \
         cb._count([ta, tb])  # counted at completion, not one report later
+
+
+def test_epochs_checkpointed_while_the_driver_was_away_are_logged_once(tmp_path):
+    """Ctrl-C: the worker trained and checkpointed epochs 3-4 after the driver stopped
+    listening; the restored trial's first report carries them and each epoch is logged once."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
+    t = expand(space, seeds=[0])[0]
+    trial = SimpleNamespace(config={"trial": t.key}, last_result={}, status="RUNNING")
+    first = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 6}, printer=False)
+    first.on_trial_start(0, [trial], trial)
+    for epoch in (1, 2):
+        first.on_trial_result(0, [trial], trial, {"epoch": epoch, "train_loss": 10.0 - epoch})
+    history = json.dumps([{"epoch": e, "train_loss": 10.0 - e, "finished_at": 1.0}
+                          for e in (1, 2, 3, 4)])
+    second = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 6}, printer=False)
+    second.on_trial_start(0, [trial], trial)
+    second.on_trial_result(0, [trial], trial, {"epoch": 5, "train_loss": 5.0,
+                                               HISTORY_KEY: history})
+    second.on_trial_result(0, [trial], trial, {"epoch": 6, "train_loss": 4.0})
+    run = SweepTracker(uri, "e").find_child("sw", t.key)
+    steps = [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run, "train_loss")]
+    assert sorted(steps) == [(e, 10.0 - e) for e in range(1, 7)]
+    # a finished trial restored from its final checkpoint logs what MLflow lacked, nothing twice
+    third = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 7}, printer=False)
+    history = json.dumps([{"epoch": e, "train_loss": 10.0 - e} for e in range(1, 8)])
+    third.on_trial_result(0, [trial], trial, {"epoch": 7, "train_loss": 3.0, REPLAYED_KEY: True,
+                                              HISTORY_KEY: history})
+    steps = [m.step for m in MlflowClient(uri).get_metric_history(run, "train_loss")]
+    assert sorted(steps) == list(range(1, 8))

@@ -5,6 +5,7 @@ its run instead of creating a duplicate (Ray's MLflowLoggerCallback keeps that m
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shlex
@@ -22,7 +23,13 @@ from ..config import dotted_to_nested, merge
 from ..report.claims import Verdict
 from ..report.claims import counts as verdict_counts
 from ..report.table import TableRow, direction_counts
-from ..train.keys import DIAGNOSTIC_METRICS, DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
+from ..train.keys import (
+    DIAGNOSTIC_METRICS,
+    DIVERGED_KEY,
+    HISTORY_KEY,
+    KSHOT_KEY,
+    REPLAYED_KEY,
+)
 from .preflight import _redact
 from .space import TrialSpec
 
@@ -399,6 +406,8 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        if isinstance(result.get(HISTORY_KEY), str):
+            self._log_history(trial, result)
         if result.get(REPLAYED_KEY):
             return
         run_id = self._run(trial)
@@ -406,9 +415,7 @@ class MLflowTrialCallback(Callback):
             self.client.set_tag(run_id, "vidablate.failure", result[DIVERGED_KEY][:5000])
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in result.items()
-                   if tracked(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and math.isfinite(v) and (run_id is None or self._charted(run_id, k, v))]
+        metrics = self._metrics(run_id, result, step, now) if run_id else []
         if run_id and metrics and step > self._last_step(run_id):
             self.client.log_batch(run_id, metrics=metrics)
             self._logged[run_id] = step
@@ -428,6 +435,28 @@ class MLflowTrialCallback(Callback):
             print(f"[{time.time() - self._started:6.0f}s] {key:<24} epoch {step}/"
                   f"{self._total(key) or '?'}  loss {result.get('train_loss', float('nan')):.3f}"
                   f"  {'  '.join(parts)}{eta}   ({self._count(trials)})", flush=True)
+
+    def _metrics(self, run_id: str, values: dict[str, Any], step: int, now: int) -> list[Metric]:
+        return [Metric(k, float(v), now, step) for k, v in values.items()
+                if tracked(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v) and self._charted(run_id, k, v)]
+
+    def _log_history(self, trial: Any, result: dict) -> None:
+        """Log the checkpointed epochs a restored trial carries that MLflow lacks (trained
+        after the driver stopped listening), in order, each once."""
+        run_id = self._run(trial)
+        if run_id is None:
+            return
+        now = int(time.time() * 1000)
+        current = int(result.get("epoch", 0)) if not result.get(REPLAYED_KEY) else None
+        for entry in json.loads(result[HISTORY_KEY]):
+            step = int(entry.get("epoch", 0))
+            if step <= self._last_step(run_id) or (current is not None and step >= current):
+                continue
+            metrics = self._metrics(run_id, entry, step, now)
+            if metrics:
+                self.client.log_batch(run_id, metrics=metrics)
+                self._logged[run_id] = step
 
     def _finished(self, trials: list, trial: Any, how: str) -> None:
         key = self._key(trial)

@@ -9,6 +9,10 @@ DIVERGED_KEY = "diverged"
 is marked FAILED with the reason as the ``vidablate.failure`` tag."""
 REPLAYED_KEY = "replayed"
 """Marks a report that repeats a finished trial's final result; it is not logged again."""
+HISTORY_KEY = "checkpointed_history"
+"""The first report of a trial restored from a checkpoint carries the checkpoint's per-epoch
+metrics (JSON): epochs trained and checkpointed after the driver stopped listening (Ctrl-C,
+a lost driver) reach MLflow then, so every checkpointed epoch is logged exactly once."""
 DIAGNOSTIC_METRICS = ("sgam_entropy", "sgam_window_mass", "sgam_peak_in_window",
                       "sirm_entropy", "sirm_window_mass", "sirm_peak_in_window",
                       "window_fraction", "imu_grad_norm")

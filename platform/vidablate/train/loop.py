@@ -36,7 +36,7 @@ from ..model import VideoCLIP, build_model
 from .averaging import EpochAverage
 from .checkpoint import load_state, save_state
 from .diagnostics import GradNorm, ProbeSet, has_imu_modules
-from .keys import DIVERGED_KEY, KSHOT_KEY, REPLAYED_KEY
+from .keys import DIVERGED_KEY, HISTORY_KEY, KSHOT_KEY, REPLAYED_KEY
 from .step import train_step
 
 
@@ -355,6 +355,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if average is not None and state.get("epoch_average"):
             average.load_state_dict(state["epoch_average"])
         run_id = run_id or state["mlflow_run_id"]
+        if history:
+            once[HISTORY_KEY] = json.dumps(history)
     wrapped = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
     model.frame_encoder.set_activation_checkpointing(cfg.trainer.activation_checkpointing)
     if cfg.trainer.compile:  # compiling the DDP wrapper lets DDP's optimizer split graphs at
@@ -376,7 +378,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         # Restored from the final checkpoint (a sweep restarted from scratch over finished
         # trials): report the finished result again, marked so it is not logged twice.
         final = {k: v for k, v in history[-1].items() if k != "finished_at"}
-        ray.train.report({**final, REPLAYED_KEY: True})
+        ray.train.report({**final, REPLAYED_KEY: True, HISTORY_KEY: once[HISTORY_KEY]})
         return
 
     check_every = cfg.trainer.preemption_check_every
@@ -448,7 +450,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                                  autocast, workers))
                 if probe is not None:
                     metrics.update(probe.measure(model, device))
-        history.append({**{k: v for k, v in metrics.items() if k != KSHOT_KEY},
+        history.append({**{k: v for k, v in metrics.items() if k not in (KSHOT_KEY, HISTORY_KEY)},
                         "finished_at": time.time()})
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as tmp:
