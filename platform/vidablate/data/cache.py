@@ -25,6 +25,11 @@ Layout: ``<root>/<key>/meta.json`` (the key's payload and the array shapes), the
 features depend on, so changed weights, T, resolution, sampling or records give a new key;
 a part without its ``.done`` or with the wrong shape is rebuilt (partial or damaged cache), and
 a ``meta.json`` whose payload differs from the expected one is stale and rebuilt.
+
+Disk space: ``prepare`` checks that the parts still to build fit in the folder's free space and
+``build_part`` checks each part again before writing it (NoSpaceError ahead of the write). A
+write that still runs out of space removes that part's files (temporary and renamed, and its
+``.done``) and raises NoSpaceError, so a failed build leaves only complete parts.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..errors import ensure_space, no_space_error
 from .clips import ManifestClips
 from .synthetic import SyntheticVideoIMU
 
@@ -52,6 +58,9 @@ MODES = ("auto", "off", "require")
 """``cache=`` on the command line: use when possible (and say why not) | never | fail a trial
 that cannot use it."""
 DTYPES = {"float32": np.float32, "float16": np.float16}
+WRITE_MARGIN = 64 * 2**10
+"""Bytes added to a part's arrays for the free-space check: file headers, the zip directory
+of the ``.aux.npz``, ``.done`` and ``meta.json``."""
 
 
 class CacheError(RuntimeError):
@@ -86,6 +95,15 @@ class Entry:
     def bytes(self) -> int:
         per = self.views * self.frames * self.tokens * self.width
         return self.rows * per * np.dtype(DTYPES[self.dtype]).itemsize
+
+    def part_bytes(self, part: int) -> int:
+        """Bytes one part writes: its tokens, labels and validity (IMU cuts are counted when
+        the part is written, once their shape is known) plus WRITE_MARGIN."""
+        start, stop = self.part_range(part)
+        rows = stop - start
+        per = self.views * self.frames * self.tokens * self.width
+        return (rows * per * np.dtype(DTYPES[self.dtype]).itemsize + rows * 8
+                + rows * self.views + WRITE_MARGIN)
 
     def part_range(self, part: int) -> tuple[int, int]:
         start = part * self.part_rows
@@ -287,6 +305,7 @@ def prepare(entry: Entry) -> list[int]:
     if status == "stale":
         for p in root.glob("part-*"):
             p.unlink()
+    ensure_space(root, sum(entry.part_bytes(p) for p in todo))
     root.mkdir(parents=True, exist_ok=True)
     _atomic_write(root / "meta.json", json.dumps(
         {"payload": _jsonable(entry.payload), "rows": entry.rows, "views": entry.views,
@@ -296,9 +315,34 @@ def prepare(entry: Entry) -> list[int]:
 
 
 def _atomic_write(path: Path, blob: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
+    _write_atomic(path, lambda f: f.write(blob), len(blob) + WRITE_MARGIN)
+
+
+class _Stream:
+    """Only ``write``: numpy then writes an array in chunks through Python's file object
+    (whose OSError keeps its errno) instead of ``ndarray.tofile`` (whose error does not)."""
+
+    def __init__(self, f: Any) -> None:
+        self.write = f.write
+
+
+def _write_atomic(path: Path, write: Any, need: int) -> None:
+    """``write(file)`` into a temporary name beside ``path``, then rename it to ``path``. On
+    any failure the temporary file is removed; running out of space raises NoSpaceError
+    (``need`` bytes, or what the write got to before failing when more, against the free
+    space then)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{time.monotonic_ns()}{path.suffix}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        err = no_space_error(exc, path.parent, max(need, written))
+        tmp.unlink(missing_ok=True)
+        if err is not None and err is not exc:
+            raise err from exc
+        raise
 
 
 class _FixedDraw(Dataset):
@@ -338,7 +382,10 @@ def compute_tokens(frame_encoder: torch.nn.Module, video: torch.Tensor, select: 
 def build_part(entry: Entry, dataset: Dataset, frame_encoder: torch.nn.Module, part: int,
                device: torch.device, autocast: bool = False, batch_size: int = 16,
                workers: int = 0) -> None:
-    """Compute and write one part of an entry (atomically; ``.done`` last)."""
+    """Compute and write one part of an entry (atomically; ``.done`` last). The free space
+    is checked before computing and again before writing (NoSpaceError); a failed write
+    leaves none of the part's files behind."""
+    ensure_space(entry.root, entry.part_bytes(part))
     start, stop = entry.part_range(part)
     n = stop - start
     select = entry.payload["select"]
@@ -384,17 +431,21 @@ def build_part(entry: Entry, dataset: Dataset, frame_encoder: torch.nn.Module, p
                 else:
                     imu[sl] = cut
             at += b
-    root = Path(entry.root)
-    tmp = root / f".part-{part:05d}.{os.getpid()}.{time.monotonic_ns()}.npy"
-    np.save(tmp, out)
-    os.replace(tmp, entry.path(part, ".npy"))
     aux = {"labels": labels, "valid": valid}
     if imu is not None:
         aux["imu"] = imu
-    tmp = root / f".part-{part:05d}.{os.getpid()}.{time.monotonic_ns()}.aux.npz"
-    np.savez(tmp, **aux)
-    os.replace(tmp, entry.path(part, ".aux.npz"))
-    _atomic_write(entry.path(part, ".done"), json.dumps({"rows": n}).encode())
+    need = out.nbytes + sum(a.nbytes for a in aux.values()) + WRITE_MARGIN
+    ensure_space(entry.root, need)
+    files = [entry.path(part, s) for s in (".done", ".npy", ".aux.npz")]
+    files[0].unlink(missing_ok=True)  # the part is incomplete until its new .done
+    try:
+        _write_atomic(files[1], lambda f: np.lib.format.write_array(_Stream(f), out), need)
+        _write_atomic(files[2], lambda f: np.savez(f, **aux), need)
+        _atomic_write(files[0], json.dumps({"rows": n}).encode())
+    except BaseException:
+        for path in files:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def dataset_of(data: Any, name: str) -> Dataset:
