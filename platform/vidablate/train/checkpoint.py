@@ -2,11 +2,17 @@
 
 Only trainable tensors are stored: the frozen backbone is rebuilt identically from the same
 weights (or seed), and a fingerprint of the frozen tensors guards against a mismatch.
+
+The state file is written under a temporary name and renamed. Its size (the bytes of every
+tensor it holds, plus CHECKPOINT_MARGIN) is checked against the folder's free space first, and
+a write that still runs out of space removes the partial file; both raise NoSpaceError.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ensure_space, no_space_error
+
 STATE_FILE = "state.pt"
+CHECKPOINT_MARGIN = 2**20
+"""Bytes added to the tensor bytes for the free-space check: the pickled history, config and RNG
+tuples, and the file's zip records."""
 
 
 class CheckpointMismatch(RuntimeError):
@@ -50,6 +61,35 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def tensor_bytes(value: Any) -> int:
+    """Bytes of the tensor storages in a nested dict/list/tuple, each storage counted once (as
+    ``torch.save`` writes it)."""
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, torch.Tensor):
+            try:
+                storage = v.untyped_storage()
+                key, size = (str(v.device), storage.data_ptr()), storage.nbytes()
+            except (RuntimeError, NotImplementedError):  # no plain storage (sparse, ...)
+                key, size = ("tensor", id(v)), v.numel() * v.element_size()
+            if key not in seen:
+                seen.add(key)
+                total += size
+        elif isinstance(v, dict):
+            todo += v.values()
+        elif isinstance(v, (list, tuple)):
+            todo += v
+    return total
+
+
+def checkpoint_bytes(state: dict[str, Any]) -> int:
+    """The free space writing ``state`` needs: its tensors plus CHECKPOINT_MARGIN."""
+    return tensor_bytes(state) + CHECKPOINT_MARGIN
+
+
 def save_state(
     directory: str | Path,
     model: nn.Module,
@@ -66,26 +106,38 @@ def save_state(
     """Write everything needed to continue after ``epoch`` finished epochs and ``step`` batches
     of the next one (a just-in-time checkpoint on preemption; ``partial`` holds that epoch's
     running loss sums; ``epoch_average`` the running weight average, when one is kept;
-    ``experiment`` the trial's resolved config, so ``vidablate predict`` rebuilds the model)."""
+    ``experiment`` the trial's resolved config, so ``vidablate predict`` rebuilds the model).
+    Raises NoSpaceError (and leaves no partial file) when ``directory`` lacks the room."""
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     path = Path(directory) / STATE_FILE
-    torch.save(
-        {
-            "trainable": trainable,
-            "frozen_fingerprint": frozen_fingerprint(model),
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-            "epoch": epoch,
-            "history": history,
-            "rng": rng_state(),
-            "mlflow_run_id": mlflow_run_id,
-            "step": step,
-            "partial": list(partial or []),
-            "epoch_average": epoch_average,
-            "experiment": experiment,
-        },
-        path,
-    )
+    state = {
+        "trainable": trainable,
+        "frozen_fingerprint": frozen_fingerprint(model),
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+        "epoch": epoch,
+        "history": history,
+        "rng": rng_state(),
+        "mlflow_run_id": mlflow_run_id,
+        "step": step,
+        "partial": list(partial or []),
+        "epoch_average": epoch_average,
+        "experiment": experiment,
+    }
+    need = checkpoint_bytes(state)
+    ensure_space(directory, need)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    try:
+        with open(tmp, "wb") as f:  # a Python file: torch's write error keeps the OSError
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        err = no_space_error(exc, directory, max(need, written))
+        tmp.unlink(missing_ok=True)
+        if err is not None and err is not exc:
+            raise err from exc
+        raise
     return path
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import tempfile
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,9 +34,10 @@ from ..data.protocols import (
     protocol_metrics,
     synthetic_spec,
 )
+from ..errors import ensure_space, no_space_error
 from ..model import VideoCLIP, build_model
 from .averaging import EpochAverage
-from .checkpoint import load_state, save_state
+from .checkpoint import CHECKPOINT_MARGIN, load_state, save_state
 from .diagnostics import GradNorm, ProbeSet, has_imu_modules
 from .keys import DIVERGED_KEY, HISTORY_KEY, KSHOT_KEY, REPLAYED_KEY
 from .step import train_step
@@ -280,13 +283,52 @@ def _jit_checkpoint(rank: int, model: VideoCLIP, optimizers: dict, schedulers: d
     running loss sums are saved summed over ranks (rank 0 takes them back on resume)."""
     total = _all_reduce(sums.clone())
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = None
         if rank == 0:
             save_state(tmp, model, optimizers, schedulers, epoch, history, run_id, step=step,
                        partial=total.tolist(),
                        epoch_average=average.state_dict() if average else None)
-            ckpt = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report({"epoch": epoch, "jit_checkpoint_step": step}, checkpoint=ckpt)
+        report_checkpoint({"epoch": epoch, "jit_checkpoint_step": step},
+                          tmp if rank == 0 else None)
+
+
+def _local_storage() -> Any:
+    """Ray Train's storage context of this trial when it stores checkpoints in a local (or
+    mounted shared) folder; None for a cloud URI or where Ray Train gives none."""
+    try:
+        storage = ray.train.get_context().get_storage()
+        local = getattr(storage.storage_filesystem, "type_name", None) == "local"
+        return storage if local and hasattr(storage, "make_default_checkpoint_dir_name") \
+            else None
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return None
+
+
+def report_checkpoint(metrics: dict[str, Any], directory: str | None) -> None:
+    """``ray.train.report`` with the checkpoint folder rank 0 wrote (None on the other ranks).
+    When the trial's storage is a local folder, its free space is checked for the folder's
+    size first, and an upload that still runs out of space removes the partial copy; both
+    fail the trial with NoSpaceError."""
+    if directory is None:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    checkpoint = ray.train.Checkpoint.from_directory(directory)
+    storage = _local_storage()
+    if storage is None:
+        ray.train.report(metrics, checkpoint=checkpoint)
+        return
+    root = storage.experiment_fs_path
+    need = sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file()) \
+        + CHECKPOINT_MARGIN
+    ensure_space(root, need)
+    name = storage.make_default_checkpoint_dir_name()  # rank 0's name is the one Ray uses
+    try:
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+    except Exception as exc:
+        err = no_space_error(exc, root, need)
+        if err is None:
+            raise
+        shutil.rmtree(storage.build_checkpoint_path_from_name(name), ignore_errors=True)
+        raise err from exc
 
 
 def use_feature_cache(options: dict[str, Any] | None, cfg: ExperimentConfig, model: VideoCLIP,
@@ -454,12 +496,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                         "finished_at": time.time()})
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                ckpt = None
                 if rank == 0:
                     save_state(tmp, model, optimizers, schedulers, epoch + 1, history, run_id,
                                epoch_average=average.state_dict() if average else None,
                                experiment=loop_config["experiment"])
-                    ckpt = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report(metrics, checkpoint=ckpt)
+                report_checkpoint(metrics, tmp if rank == 0 else None)
         else:
             ray.train.report(metrics)
