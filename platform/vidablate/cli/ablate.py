@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from ..dashboard.site import publish
 from ..sweep.cli import CONFIG_DIR, main
+from ..sweep.interrupt import INTERRUPTED_CODES
 
 _codes: list[int] = []
 _cache_only: list[bool] = [False]
@@ -21,9 +22,12 @@ _cache_only: list[bool] = [False]
 
 @hydra.main(config_path=CONFIG_DIR, config_name="ablate", version_base="1.3")
 def _job(cfg: DictConfig) -> None:
-    # no sys.exit here: it would end a multirun after its first job
-    _codes.append(main(cfg, list(HydraConfig.get().overrides.task), cache_only=_cache_only[0],
-                       after=publish))
+    # no sys.exit here: it would end a multirun after its first job (unless interrupted)
+    code = main(cfg, list(HydraConfig.get().overrides.task), cache_only=_cache_only[0],
+                after=publish)
+    _codes.append(code)
+    if code in INTERRUPTED_CODES:
+        sys.exit(code)
 
 
 def run(argv: list[str], *, cache_only: bool = False, prog: str = "vidablate ablate") -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ..errors import ConfigError
+from .interrupt import SweepInterrupted
 from .runner import SweepReport, SweepSettings, run_sweep
 from .space import SHIPPED_SPACES, expand, load_space, select_rows
 
@@ -136,6 +138,13 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
     except ConfigError as err:
         print(f"error: {err}")
         return 2
+    except SweepInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr, flush=True)
+        return err.code
+    except KeyboardInterrupt:
+        print("interrupted: Ctrl-C before any trial started; no run was left RUNNING",
+              file=sys.stderr, flush=True)
+        return 130
     if report is None:
         return 0
     if after is not None:

@@ -17,6 +17,7 @@ from ..report.claims import judge_table
 from ..report.render import to_markdown, write_report
 from ..report.table import TrialOutcome, build_table
 from ..train.keys import DIVERGED_KEY
+from . import interrupt
 from .preflight import _redact
 from .provenance import provenance
 from .space import Space, TrialSpec
@@ -78,7 +79,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
                 failure_config=tune.FailureConfig(max_failures=max_failures),
             ),
         )
-    grid = tuner.fit()
+    grid = interrupt.fit(tuner, tracker, sid, parent_id)
 
     by_key = {t.key: t for t in trials}
     outcomes: dict[str, TrialOutcome] = {}

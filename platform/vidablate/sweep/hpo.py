@@ -14,6 +14,7 @@ from ray import tune
 
 from ..report.hpo import hpo_table
 from ..report.table import TrialOutcome
+from . import interrupt
 from .preflight import _redact
 from .space import Space, TrialSpec
 from .tracking import (
@@ -76,7 +77,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
                 failure_config=tune.FailureConfig(max_failures=max_failures),
             ),
         )
-    grid = tuner.fit()
+    grid = interrupt.fit(tuner, tracker, sid, parent_id)
     rows = []
     for result in grid:
         metrics = {k: float(v) for k, v in (result.metrics or {}).items()

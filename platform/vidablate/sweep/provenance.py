@@ -140,11 +140,15 @@ def version_tags() -> dict[str, str]:
     return tags
 
 
+COMMAND_TAG = "vidablate.command"
+"""The command line that launched (or resumed) a sweep, on every run."""
+
+
 def run_tags(command: list[str]) -> dict[str, str]:
     """Every run's tags: source (git), package versions, the command line
     (``vidablate.command``), ``mlflow.source.name``/``.type`` and ``mlflow.user``."""
     tags = {**source_tags(), **version_tags()}
-    tags["vidablate.command"] = shlex.join(command)
+    tags[COMMAND_TAG] = shlex.join(command)
     tags["mlflow.source.name"] = command[0] if command else "vidablate"
     tags["mlflow.source.type"] = "LOCAL"
     try:

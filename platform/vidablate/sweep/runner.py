@@ -22,7 +22,7 @@ from ray import tune
 from ..config import ExperimentConfig
 from ..data.preflight import check_data
 from ..report.table import TrialOutcome
-from . import quiet
+from . import interrupt, quiet
 from .caching import (
     build_entries,
     cache_root,
@@ -149,6 +149,7 @@ def _init_ray(settings: SweepSettings) -> None:
     kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         [src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}}
     ray.init(address=address, **kwargs)
+    interrupt.install()  # after ray.init: Ray's SIGTERM handler exits without a word
 
 
 def run_sweep(
