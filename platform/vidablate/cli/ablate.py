@@ -18,13 +18,15 @@ from ..sweep.interrupt import INTERRUPTED_CODES
 
 _codes: list[int] = []
 _cache_only: list[bool] = [False]
+_command: list[str] = []
+"""The command line as the user typed it (the resume command and the runs' tag)."""
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="ablate", version_base="1.3")
 def _job(cfg: DictConfig) -> None:
     # no sys.exit here: it would end a multirun after its first job (unless interrupted)
     code = main(cfg, list(HydraConfig.get().overrides.task), cache_only=_cache_only[0],
-                after=publish)
+                after=publish, command=list(_command))
     _codes.append(code)
     if code in INTERRUPTED_CODES:
         sys.exit(code)
@@ -35,6 +37,9 @@ def run(argv: list[str], *, cache_only: bool = False, prog: str = "vidablate abl
     _codes.clear()
     _cache_only[0] = cache_only
     saved = sys.argv
+    typed = saved[-len(argv):] == list(argv) if argv else len(saved) <= 2
+    _command[:] = (([sys.executable] if saved[0].endswith(".py") else []) + list(saved)
+                   if typed else [*prog.split(), *argv])  # called in-process (tests, notebooks)
     sys.argv = [prog, *argv]
     try:
         _job()

@@ -107,7 +107,8 @@ def explicit_overrides(cfg: dict[str, Any], task_overrides: list[str]) -> dict[s
 
 
 def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
-         after: Callable[[SweepReport], None] | None = None) -> int:
+         after: Callable[[SweepReport], None] | None = None,
+         command: list[str] | None = None) -> int:
     """Run the sweep described by a composed Hydra config (or, ``cache_only``, only build its
     feature cache); ``after`` gets the report of a sweep that ran (the dashboard); returns a
     process exit code."""
@@ -125,7 +126,7 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
         verbose_workers=bool(raw["verbose_workers"]), dry_run=bool(raw["dry_run"]),
         cache="off" if raw["cache"] in (False, "off") else str(raw["cache"]),
         cache_path=raw["cache_path"], cache_only=cache_only,
-        recipe=str(raw.get("recipe_name", "auto")),
+        recipe=str(raw.get("recipe_name", "auto")), command=list(command or []),
     )
     try:
         if raw.get("show_row"):

@@ -11,6 +11,7 @@ storage.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .caching import (
 from .cost import describe
 from .grid import run_grid
 from .hpo import run_hpo
+from .lock import store_created, sweep_lock
 from .preflight import (
     check_local_gpu,
     check_resources,
@@ -43,7 +45,7 @@ from .preflight import (
     tune_state_error,
 )
 from .provenance import run_tags
-from .space import TrialSpec, expand, load_space, select_rows, sweep_id
+from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
 from .tracking import SweepTracker, log_sweep_files, resolve_tracking_uri
 
 
@@ -172,6 +174,13 @@ def run_sweep(
                                                         random_weights=True)))
         return None
     check_storage(_storage(settings))
+    with sweep_lock(_storage(settings), sid, shlex.join(settings.command or sys.argv)):
+        return _launch(space, trials, sid, root, planned, settings)
+
+
+def _launch(space: Space, trials: list[TrialSpec], sid: str, root: str,
+            planned: list[TrialSpec], settings: SweepSettings) -> SweepReport | None:
+    """The sweep under its lock: the remaining pre-flight, Ray, the cache, MLflow, Tune."""
     if settings.resume:  # a damaged Tune state is reported before anything starts
         check_tune_state(f"{_storage(settings)}/{sid}")
     check_tracking(resolve_tracking_uri(settings.tracking_uri))
@@ -197,8 +206,9 @@ def run_sweep(
         return None
     tracking_uri = resolve_tracking_uri(settings.tracking_uri)
     experiment_name = settings.experiment_name or space.name
-    tracker = SweepTracker(tracking_uri, experiment_name,
-                           run_tags(settings.command or list(sys.argv)))
+    with store_created(tracking_uri):
+        tracker = SweepTracker(tracking_uri, experiment_name,
+                               run_tags(settings.command or list(sys.argv)))
     parent_id, created = tracker.parent_run(sid, {
         "space": space.name, "space_file": str(space.path), "trials": len(trials),
         "seeds": sorted({t.seed for t in trials}),
