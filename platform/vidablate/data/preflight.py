@@ -64,6 +64,9 @@ def check_data(experiments: list[ExperimentConfig], workers: int = 8) -> list[st
                          f"{sum(len(v) for v in report.problems.values())} problem(s)")
             if not report.ok:
                 problems.append(f"{field}: {report.summary()}")
+            gap = _missing_classes(cfg, field, manifest, names[class_file])
+            if gap:
+                problems.append(gap)
         if d.class_names_file in names and len(names[d.class_names_file]) != d.num_classes:
             problems.append(f"data.num_classes={d.num_classes} but data.class_names_file="
                             f"{d.class_names_file} names {len(names[d.class_names_file])} classes")
@@ -76,6 +79,32 @@ def check_data(experiments: list[ExperimentConfig], workers: int = 8) -> list[st
             except (ConfigError, OSError) as err:
                 problems.append(f"data.train_manifest={d.train_manifest}: {err}")
     if problems:
-        raise ConfigError("pre-flight data check failed (no trial was started):\n  "
-                          + "\n  ".join(dict.fromkeys(problems)))
+        raise ConfigError("pre-flight data check failed (no trial was started): " + "; ".join(
+            " ".join(p.split()) for p in dict.fromkeys(problems)))
     return lines
+
+
+def classes_in_use(cfg: ExperimentConfig, field: str, num_names: int) -> list[int]:
+    """The class ids a split must hold clips of: the base classes for training under
+    base-to-novel (isclip §III), every class otherwise (test: base and novel)."""
+    d = cfg.data
+    if field == "data.train_manifest" and d.protocol == "base_novel":
+        return list(range(min(d.base_classes, num_names)))
+    return list(range(num_names))
+
+
+def _missing_classes(cfg: ExperimentConfig, field: str, manifest: str,
+                     names: list[str]) -> str | None:
+    """An empty split, or classes in use with no clip in it: the trial would log an
+    untrained model or an accuracy over nothing as if it were a result."""
+    labels = read_manifest(manifest).column("label").to_numpy()
+    if len(labels) == 0:
+        return f"{field}={manifest}: the manifest has no clips"
+    present = set(int(v) for v in labels)
+    missing = [c for c in classes_in_use(cfg, field, len(names)) if c not in present]
+    if not missing:
+        return None
+    shown = ", ".join(f"{c} {names[c]!r}" for c in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return (f"{field}={manifest}: no clips of {len(missing)} of the "
+            f"{len(classes_in_use(cfg, field, len(names)))} classes in use ({shown}{more})")
