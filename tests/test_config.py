@@ -253,3 +253,23 @@ def test_the_synthetic_data_seed_follows_the_trial_seed_unless_set():
 def test_from_dict_rejects_non_mapping_section(value):
     with pytest.raises(ConfigError, match="config.model"):
         ExperimentConfig.from_dict({"model": value})
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("lr_new", -1.0, "trainer.lr_new must be >= 0"),
+    ("lr_visual", -1e-5, "trainer.lr_visual must be >= 0"),
+    ("lr_text", -0.1, "trainer.lr_text must be >= 0"),
+    ("momentum", 1.0, r"trainer.momentum must be in \[0, 1\)"),
+    ("momentum", -0.1, r"trainer.momentum must be in \[0, 1\)"),
+    ("label_smoothing", 1.5, r"trainer.label_smoothing must be in \[0, 1\)"),
+    ("weight_decay", -0.01, "trainer.weight_decay >= 0"),
+    ("lr_new", float("nan"), "trainer.lr_new must be a finite number"),
+    ("grad_clip_norm", float("inf"), "trainer.grad_clip_norm must be a finite number"),
+])
+def test_optimiser_numbers_out_of_range_are_named(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig.from_dict({"trainer": {key: value}}).validate()
+
+
+def test_zero_learning_rate_freezes_and_is_allowed():
+    assert ExperimentConfig.from_dict({"trainer": {"lr_visual": 0.0}}).validate()

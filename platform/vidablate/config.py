@@ -11,6 +11,7 @@ explicit constructor arguments. Defaults cite the paper sentence they follow.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -430,6 +431,7 @@ class ExperimentConfig:
         if not 0.0 <= t.warmup_start < 1.0 or t.grad_clip_norm < 0 or t.weight_decay < 0:
             raise ConfigError("trainer.warmup_start must be in [0, 1), trainer.grad_clip_norm "
                               ">= 0 and trainer.weight_decay >= 0")
+        _validate_numbers(self)
         if t.epoch_average_start < 1:
             raise ConfigError(f"trainer.epoch_average_start must be >= 1, got "
                               f"{t.epoch_average_start}")
@@ -589,6 +591,24 @@ def _validate_data(m: ModelConfig, d: DataConfig, t: TrainConfig, e: EvalConfig)
     for value in d.cross_manifests:
         if not Path(value).exists():
             raise ConfigError(f"data.cross_manifests: {value!r}: no such file")
+
+
+def _validate_numbers(cfg: ExperimentConfig) -> None:
+    """Every number is finite; learning rates >= 0 (0 freezes that group), momentum and label
+    smoothing in [0, 1): torch would reject them only inside the trial, minutes later."""
+    for section in ("model", "data", "trainer", "eval"):
+        for f in fields(getattr(cfg, section)):
+            value = getattr(getattr(cfg, section), f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{f.name} must be a finite number, got {value}")
+    t = cfg.trainer
+    for name in ("lr_visual", "lr_new", "lr_text"):
+        if getattr(t, name) < 0:
+            raise ConfigError(f"trainer.{name} must be >= 0 (0 freezes its parameters), got "
+                              f"{getattr(t, name)}")
+    for name in ("momentum", "label_smoothing"):
+        if not 0.0 <= getattr(t, name) < 1.0:
+            raise ConfigError(f"trainer.{name} must be in [0, 1), got {getattr(t, name)}")
 
 
 def _build(kind: type, values: Any, where: str) -> Any:
