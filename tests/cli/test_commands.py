@@ -55,15 +55,24 @@ def test_show_row_prints_the_merged_config(tmp_path):
 
 
 def test_multirun_runs_every_job_and_exits_with_the_worst_code(tmp_path):
+    # rows=[baseline] exists in isclip_modules only: the middle job fails, the others run
     out = subprocess.run(
-        VIDABLATE + ["ablate", "-m", "space=isclip_sensors,no_such_space,isclip_modules",
-                     "dry_run=true", "seeds=[0]"],
+        VIDABLATE + ["ablate", "-m", "space=isclip_modules,isclip_sensors,isclip_modules",
+                     "dry_run=true", "seeds=[0]", "rows=[baseline]"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert "space isclip_sensors: 4 rows x 1 seeds = 4 trials" in out.stdout, out.stderr
-    assert "space='no_such_space': no such search space" in out.stdout
-    assert "space isclip_modules: 4 rows x 1 seeds = 4 trials" in out.stdout  # ran after
+    assert out.stdout.count("space isclip_modules: 1 rows x 1 seeds = 1 trials") == 2, out.stderr
+    assert "isclip_sensors.yaml: rows=['baseline'] not in the space" in out.stdout, out.stdout
     assert out.returncode == 2
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_multirun_with_an_unknown_space_runs_nothing(tmp_path):
+    out = subprocess.run(
+        VIDABLATE + ["ablate", "-m", "space=isclip_sensors,no_such_space", "dry_run=true"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2
+    assert out.stdout.startswith("error: space='no_such_space': no such search space"), out.stdout
+    assert "trials" not in out.stdout
 
 
 def test_jobs_scripts_are_the_same_commands():

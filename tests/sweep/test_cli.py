@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from vidablate.cli.ablate import run
 from vidablate.sweep.cli import explicit_overrides
 
 
@@ -41,7 +42,7 @@ def _has_gpu() -> bool:
 
 @pytest.mark.parametrize("args,expect", [
     (["space=no_such_table"], "space='no_such_table': no such search space"),
-    (["space=isclip_modules", "+model.no_such_toggle=true"], "unknown key(s) ['no_such_toggle']"),
+    (["space=isclip_modules", "+model.no_such_toggle=true"], "model has no field 'no_such_toggle'"),
     (["space=isclip_modules", "data.dataset=hmdb51"], "data.train_manifest"),
     (["space=isclip_modules", "storage_path=/dev/null/ray"], "storage_path='/dev/null/ray' is not"),
     (["space=isclip_modules", "tracking_uri=http://127.0.0.1:9"], "does not answer"),
@@ -57,3 +58,34 @@ def test_preflight_errors_are_one_line_exit_2_and_start_nothing(ablate_cmd, tmp_
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
     assert "Traceback" not in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no trial directory
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["trainer.epochs=abc"], "trainer.epochs=abc on the command line: trainer.epochs must be an "
+                             "integer"),
+    (["trainer.lr_new=-1"], "trainer.lr_new=-1 on the command line: trainer.lr_new must be >= 0"),
+    (["trainer.momentum=1.5"], "trainer.momentum=1.5 on the command line: trainer.momentum must "
+                               "be in [0, 1)"),
+    (["seeds=[]"], "seeds=[] on the command line: give at least one seed"),
+    (["+foo.bar=1"], "+foo.bar=1 on the command line: unknown key 'foo.bar'"),
+    (["foo.bar=1"], "foo.bar=1 on the command line: unknown key 'foo.bar'"),
+    (["trainer.lr=0"], "trainer.lr=0 on the command line: trainer has no field 'lr'"),
+    (["spaec=x"], "no setting 'spaec' (did you mean space?)"),
+    (["model=vitx"], "no model option 'vitx'; options: tiny, vitb16"),
+    (["trainer.epochs=[1"], "command line: no viable alternative at input '[1'"),
+    (["-m", "space=isclip_modules,nope"], "space='nope': no such search space"),
+    (["model.sirm=true"], "model.sirm=true on the command line: model.sirm is what the table "
+                          "varies (set by baseline, sirm, sgam, sirm_sgam)"),
+])
+def test_command_line_mistakes_are_one_error_line_exit_2(args, expect, capsys, tmp_path,
+                                                         monkeypatch):
+    """In-process (no Ray, no subprocess): every mistake is caught before anything runs and
+    blamed on the command line, Hydra's own override errors included."""
+    monkeypatch.chdir(tmp_path)
+    code = run(["space=isclip_modules", *args] if not any(a.startswith("space=") for a in args)
+               else args)
+    out = capsys.readouterr()
+    lines = [line for line in out.out.splitlines() if line.strip()]
+    assert code == 2, out.out + out.err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

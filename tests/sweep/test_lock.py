@@ -28,6 +28,10 @@ def test_second_launch_fails_naming_the_first(tmp_path):
         assert f"pid {os.getpid()} on host {socket.gethostname()}" in str(err.value)
         assert "vidablate ablate space=a" in str(err.value) and str(path) in str(err.value)
     assert not path.exists()  # released
+    nested = tmp_path / "new" / "storage" / "sw.lock"
+    with SweepLock(nested):
+        assert nested.exists()
+    assert not (tmp_path / "new").exists()  # folders made for the lock alone are removed
     with SweepLock(path):  # and free again
         pass
 

@@ -13,7 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ..dashboard.site import publish
-from ..sweep.cli import CONFIG_DIR, main
+from ..errors import ConfigError
+from ..sweep.cli import CONFIG_DIR, check_overrides, main
 from ..sweep.interrupt import INTERRUPTED_CODES
 
 _codes: list[int] = []
@@ -34,6 +35,11 @@ def _job(cfg: DictConfig) -> None:
 
 def run(argv: list[str], *, cache_only: bool = False, prog: str = "vidablate ablate") -> int:
     """Run Hydra on ``argv`` (without the program name); returns the worst job's exit code."""
+    try:
+        check_overrides(argv)
+    except ConfigError as err:
+        print(f"error: {err}", flush=True)
+        return 2
     _codes.clear()
     _cache_only[0] = cache_only
     saved = sys.argv

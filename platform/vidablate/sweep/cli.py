@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import sys
 from collections.abc import Callable
@@ -11,13 +12,15 @@ from typing import Any
 
 import yaml
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from .interrupt import SweepInterrupted
 from .runner import SweepReport, SweepSettings, run_sweep
-from .space import SHIPPED_SPACES, expand, load_space, select_rows
+from .space import SHIPPED_SPACES, expand, load_space, overridden_toggles, select_rows
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 SECTIONS = ("data", "model", "trainer", "eval")
@@ -94,6 +97,83 @@ def row_config(space: str, row: str, base: dict[str, Any], overrides: dict[str, 
                            **t.experiment}, sort_keys=False)
 
 
+def _settings() -> list[str]:
+    """The top-level settings of ``conf/ablate.yaml`` (``space``, ``seeds``, ...)."""
+    raw = yaml.safe_load((Path(CONFIG_DIR) / "ablate.yaml").read_text())
+    return [k for k in raw if k not in ("defaults", "hydra")]
+
+
+def _groups() -> dict[str, list[str]]:
+    """Config groups (``model=vitb16``) and their options."""
+    return {d.name: sorted(f.stem for f in d.glob("*.yaml"))
+            for d in sorted(Path(CONFIG_DIR).iterdir()) if d.is_dir()}
+
+
+def _fields() -> dict[str, list[str]]:
+    kinds = {"data": DataConfig, "model": ModelConfig, "trainer": TrainConfig,
+             "eval": EvalConfig}
+    return {k: [f.name for f in dataclasses.fields(kind)] for k, kind in kinds.items()}
+
+
+def _suggest(word: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(word, known, n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _values(o: Any) -> list[Any]:
+    """An override's value, or each value of a multirun sweep (``space=a,b``)."""
+    return list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Reject, in the ``error:`` form and before Hydra composes anything, what Hydra would
+    reject with its own message (a malformed item, a key not in the config) or keep without
+    effect (``+foo.bar=1``): every item must name a setting, a group option or a field."""
+    items = [a for a in argv if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(items)
+    except OverrideParseException as err:
+        raise ConfigError(f"command line: {' '.join(str(err).split())}") from None
+    settings, groups, fields = _settings(), _groups(), _fields()
+    for o in parsed:
+        key, line = o.key_or_group, o.input_line or o.key_or_group
+        parts = key.split(".")
+        if key.startswith("hydra"):
+            continue
+        if key == "space":  # every space of a multirun exists before the first one runs
+            for option in _values(o):
+                load_space(str(option))
+        if len(parts) == 1 and key in groups:
+            for option in _values(o):
+                if isinstance(option, str) and option not in groups[key]:
+                    raise ConfigError(f"{line} on the command line: no {key} option "
+                                      f"{option!r}; options: {', '.join(groups[key])}")
+        elif len(parts) == 1:
+            if key not in settings:
+                raise ConfigError(
+                    f"{line} on the command line: no setting {key!r}{_suggest(key, settings)}; "
+                    f"settings: {', '.join(settings)}; config fields are section.field "
+                    f"({', '.join(SECTIONS)}), e.g. data.k_shot=4")
+        elif len(parts) == 2 and parts[0] in fields:
+            if parts[1] not in fields[parts[0]]:
+                raise ConfigError(f"{line} on the command line: {parts[0]} has no field "
+                                  f"{parts[1]!r}{_suggest(parts[1], fields[parts[0]])}")
+        else:
+            raise ConfigError(f"{line} on the command line: unknown key {key!r}; config fields "
+                              f"are section.field ({', '.join(SECTIONS)}), e.g. data.k_shot=4")
+
+
+def blame(message: str, task_overrides: list[str]) -> str:
+    """A config error about a value the command line set names the command line, not the
+    space file's row that the value was merged into."""
+    for item in task_overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        at = message.find(key)
+        if "." in key and at >= 0:
+            return f"{item} on the command line: {message[at:]}"
+    return message
+
+
 def explicit_overrides(cfg: dict[str, Any], task_overrides: list[str]) -> dict[str, Any]:
     """Values the user set on the command line (``trainer.epochs=2``); they beat the space's
     ``fixed`` block, while group defaults (``model=vitb16``) do not."""
@@ -129,15 +209,26 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
         recipe=str(raw.get("recipe_name", "auto")), command=list(command or []),
     )
     try:
+        if raw["seeds"] is not None and len(raw["seeds"]) == 0:
+            raise ConfigError("seeds=[] on the command line: give at least one seed "
+                              "(seeds=[0,1,2]), or leave seeds out for the space's own")
+        overrides = explicit_overrides(raw, task_overrides)
+        if not raw.get("show_row"):
+            clash = overridden_toggles(load_space(str(raw["space"])), overrides)
+            if clash:
+                key, rows = clash[0]
+                raise ConfigError(
+                    f"{key} is what the table varies (set by "
+                    f"{', '.join(rows)}), so it would be ignored; choose rows with "
+                    f"rows=[...] or copy the space file and edit its rows")
         if raw.get("show_row"):
             print(row_config(str(raw["space"]), str(raw["show_row"]), base,
-                             explicit_overrides(raw, task_overrides), settings.seeds,
+                             overrides, settings.seeds,
                              settings.recipe), end="")
             return 0
-        report = run_sweep(str(raw["space"]), base, explicit_overrides(raw, task_overrides),
-                           settings)
+        report = run_sweep(str(raw["space"]), base, overrides, settings)
     except ConfigError as err:
-        print(f"error: {err}")
+        print(f"error: {blame(str(err), task_overrides)}")
         return 2
     except SweepInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr, flush=True)

@@ -54,6 +54,7 @@ class SweepLock:
         self.stale_after, self.heartbeat = stale_after, heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._created: list[Path] = []
 
     def holder(self) -> dict[str, Any] | None:
         """The record of the launch holding the lock, None when it is free."""
@@ -72,6 +73,8 @@ class SweepLock:
         return record["age_s"] > self.stale_after
 
     def acquire(self) -> None:
+        missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
+        self._created = missing  # folders made for the lock alone go with it when empty
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
               "command": self.command}
@@ -118,6 +121,11 @@ class SweepLock:
                 record.get("host") == socket.gethostname():
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+        for folder in self._created:  # innermost first; a folder the sweep filled stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> SweepLock:
         self.acquire()

@@ -424,3 +424,19 @@ def sweep_id(space: Space, trials: list[TrialSpec]) -> str:
                       + ([space.search, space.objective, space.num_samples]
                          if space.kind == "hpo" else []), sort_keys=True, default=str)
     return f"{space.name}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+
+
+def overridden_toggles(space: Space, overrides: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Command-line settings (``{"model": {"sirm": True}}``) that rows of the table set
+    themselves (a row's toggles win, so the value would be silently dropped): (key, rows)."""
+    flat = {f"{section}.{key}" for section, values in overrides.items()
+            for key in (values if isinstance(values, dict) else {})}
+    found = []
+    for key in sorted(flat):
+        rows = [r.name for r in space.rows if key in r.toggles]
+        if rows:
+            found.append((key, rows))
+    if space.kind == "hpo":
+        found += [(key, ["the search"]) for key in sorted(flat & set(space.search))]
+    return found
+
