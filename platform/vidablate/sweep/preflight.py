@@ -4,10 +4,12 @@ for one, and the saved Tune state of a resumed sweep can be read."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,9 +69,19 @@ def check_storage(storage: str) -> None:
 def check_tracking(uri: str) -> None:
     """A tracking server must answer its health check; a sqlite store's folder must exist."""
     if uri.startswith(("http://", "https://")):
+        url, headers = _health_request(uri)
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as reply:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                        timeout=10) as reply:
                 reply.read(64)
+        except urllib.error.HTTPError as err:
+            if err.code in (401, 403):
+                raise ConfigError(
+                    f"tracking_uri={_redact(uri)}: the MLflow server refused the credentials "
+                    f"(HTTP {err.code}); give them in the URI (http://user:password@host:port) "
+                    f"or in $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD") from None
+            raise ConfigError(f"tracking_uri={_redact(uri)}: the MLflow server's health check "
+                              f"answered HTTP {err.code}") from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise ConfigError(
@@ -80,6 +92,28 @@ def check_tracking(uri: str) -> None:
         folder = Path(uri[len("sqlite:///"):]).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ConfigError(f"tracking_uri={uri}: {folder} is not a writable folder")
+
+
+def _health_request(uri: str) -> tuple[str, dict[str, str]]:
+    """The server's ``/health`` URL without the URI's ``user:password@`` part, and the
+    credentials as the header MLflow's client sends: basic auth from the URI or
+    $MLFLOW_TRACKING_USERNAME / _PASSWORD, else a bearer $MLFLOW_TRACKING_TOKEN."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health",
+                                   "", ""))
+    user = urllib.parse.unquote(parts.username or "") or os.environ.get(
+        "MLFLOW_TRACKING_USERNAME", "")
+    password = urllib.parse.unquote(parts.password or "") or os.environ.get(
+        "MLFLOW_TRACKING_PASSWORD", "")
+    if user:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return url, {"Authorization": f"Basic {token}"}
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return url, {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    return url, {}
 
 
 def _redact(uri: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..pretrain import BUILD_STEPS, MODEL_NAME, SHIPPED, SHIPPED_CHECKSUM
+from .preflight import _redact
 from .space import TrialSpec
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
@@ -148,7 +149,7 @@ def run_tags(command: list[str]) -> dict[str, str]:
     """Every run's tags: source (git), package versions, the command line
     (``vidablate.command``), ``mlflow.source.name``/``.type`` and ``mlflow.user``."""
     tags = {**source_tags(), **version_tags()}
-    tags[COMMAND_TAG] = shlex.join(command)
+    tags[COMMAND_TAG] = shlex.join(_redact(arg) for arg in command)  # no password in a tag
     tags["mlflow.source.name"] = command[0] if command else "vidablate"
     tags["mlflow.source.type"] = "LOCAL"
     try:
