@@ -18,7 +18,7 @@ from vidablate.report.render import to_markdown
 from vidablate.report.table import TrialOutcome, build_table
 from vidablate.sweep.grid import _outcome
 from vidablate.sweep.preflight import _redact, check_storage, check_tracking
-from vidablate.sweep.runner import SweepSettings, _restore, run_sweep
+from vidablate.sweep.runner import SweepSettings, _restore, private_token_file, run_sweep
 from vidablate.sweep.space import SHIPPED_SPACES, TrialSpec, load_space
 from vidablate.sweep.tracking import MLflowTrialCallback, SweepTracker
 from vidablate.train.keys import DIVERGED_KEY
@@ -212,3 +212,17 @@ def test_a_finished_trial_restored_from_its_last_checkpoint_replays_without_trai
         loop.train_loop_per_worker(config)
     assert len(again.reports) == 1 and again.reports[0][REPLAYED_KEY] is True
     assert again.reports[0]["hm"] == done.reports[-1]["hm"] and again.reports[0]["epoch"] == 2
+
+
+def test_ray_token_file_becomes_private(tmp_path, monkeypatch):
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("t" * 64)
+    token.chmod(0o644)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    assert private_token_file() == token
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert private_token_file() is None  # already private: nothing to say
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "none"))
+    assert private_token_file() is None

@@ -152,6 +152,22 @@ def _init_ray(settings: SweepSettings) -> None:
         [src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}}
     ray.init(address=address, **kwargs)
     interrupt.install()  # after ray.init: Ray's SIGTERM handler exits without a word
+    private_token_file()
+
+
+def private_token_file() -> Path | None:
+    """Ray writes its cluster token (``ray start`` with ``RAY_AUTH_MODE=token``) readable by
+    every user of the machine; make it the owner's alone (0600). Returns the file it tightened."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        info = path.stat()
+        if info.st_uid != os.getuid() or not info.st_mode & 0o077:
+            return None
+        path.chmod(0o600)
+    except OSError:  # no token file, or not ours to change
+        return None
+    print(f"ray: {path} was readable by other users; now 0600", flush=True)
+    return path
 
 
 def run_sweep(
