@@ -33,6 +33,7 @@ from .caching import (
     plan_trials,
 )
 from .cost import describe
+from .earlier import earlier_sweep_note
 from .grid import run_grid
 from .hpo import run_hpo
 from .lock import store_created, sweep_lock
@@ -46,7 +47,7 @@ from .preflight import (
 )
 from .provenance import run_tags
 from .space import Space, TrialSpec, expand, load_space, select_rows, sweep_id
-from .tracking import SweepTracker, log_sweep_files, resolve_tracking_uri
+from .tracking import SweepTracker, log_sweep_files, resolve_tracking_uri, resolved_trials
 
 
 @dataclass
@@ -229,6 +230,11 @@ def _launch(space: Space, trials: list[TrialSpec], sid: str, root: str,
         "space": space.name, "space_file": str(space.path), "trials": len(trials),
         "seeds": sorted({t.seed for t in trials}),
     })
+    if created:
+        note = earlier_sweep_note(tracker.client, tracker.experiment_id, space.name, sid,
+                                  resolved_trials(trials))
+        if note:
+            print(note, flush=True)
     log_sweep_files(tracker, parent_id, space.path, trials)
     storage = _storage(settings)
     report_dir = _report_dir(settings, storage, sid)

@@ -178,10 +178,14 @@ def log_sweep_files(tracker: SweepTracker, run_id: str, space_file: Path,
     trial's resolved config (``config/trials.yaml``, by trial key)."""
     tracker.client.log_artifact(run_id, str(space_file), artifact_path="space")
     tracker.client.set_tag(run_id, SPACE_HASH_TAG, space_hash(space_file))
-    resolved = {t.key: {"row": t.row, "seed": t.seed, "recipe": t.recipe or None,
-                        **t.experiment} for t in trials}
-    tracker.client.log_text(run_id, yaml.safe_dump(resolved, sort_keys=False),
+    tracker.client.log_text(run_id, yaml.safe_dump(resolved_trials(trials), sort_keys=False),
                             "config/trials.yaml")
+
+
+def resolved_trials(trials: list[TrialSpec]) -> dict[str, dict[str, Any]]:
+    """Every trial's resolved config by trial key (the parent run's ``config/trials.yaml``)."""
+    return {t.key: {"row": t.row, "seed": t.seed, "recipe": t.recipe or None, **t.experiment}
+            for t in trials}
 
 
 def log_table_summary(client: MlflowClient, run_id: str, table: list[TableRow],
