@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,34 +29,6 @@ from vidablate.train.checkpoint import (
 
 MiB = 2**20
 MESSAGE = re.compile(r"^no space left on (?P<path>.+): need (?P<need>\d+) MiB, (?P<free>\d+) free$")
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """``small_disk(size)``: a new folder under tmp_path with a tmpfs of ``size`` ("2m")
-    mounted on it, unmounted after the test. Skips where mounting is not permitted."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        if shutil.which("mount") is None:
-            pytest.skip("no `mount` command: these tests need a size-limited tmpfs")
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                              str(folder)], capture_output=True, text=True)
-        if res.returncode:
-            why = res.stderr.strip()
-            if os.geteuid() != 0 or re.search(r"permission|superuser|not permitted", why,
-                                               re.IGNORECASE):
-                pytest.skip(f"mounting a {size} tmpfs needs root (CAP_SYS_ADMIN): {why}")
-            pytest.fail(f"mount -t tmpfs -o size={size} failed: {why}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in reversed(mounted):
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def expected(path: object, need: int, free: int) -> str:
