@@ -16,7 +16,7 @@ from ray.train.torch import TorchTrainer
 from vidablate.config import ConfigError, ExperimentConfig
 from vidablate.report.render import to_markdown
 from vidablate.report.table import TrialOutcome, build_table
-from vidablate.sweep.grid import _outcome
+from vidablate.sweep.grid import _outcome, failure_reason
 from vidablate.sweep.preflight import _redact, check_storage, check_tracking
 from vidablate.sweep.runner import SweepSettings, _restore, private_token_file, run_sweep
 from vidablate.sweep.space import SHIPPED_SPACES, TrialSpec, load_space
@@ -226,3 +226,23 @@ def test_ray_token_file_becomes_private(tmp_path, monkeypatch):
     assert private_token_file() is None  # already private: nothing to say
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "none"))
     assert private_token_file() is None
+
+
+RAY_ERROR = """Failure # 1 (occurred at 2026-12-02_07-24-43)
+ray::ImplicitFunc.train() (pid=27307, ip=192.0.2.2, repr=run_trial)
+  File "ray/train/v2/api/data_parallel_trainer.py", line 195, in fit
+    raise result.error
+ray.train.WorkerGroupError: Training failed due to worker errors:
+[Rank 0 Error Snippet]:
+  File "vidablate/errors.py", line 52, in ensure_space
+    raise NoSpaceError(path, need, free)
+vidablate.errors.NoSpaceError: no space left on /data/sw-train/baseline-s0: need 3 MiB, 0 free
+"""
+
+
+def test_failure_reason_is_the_innermost_error():
+    assert failure_reason(RAY_ERROR) == \
+        "NoSpaceError: no space left on /data/sw-train/baseline-s0: need 3 MiB, 0 free"
+    assert failure_reason("ray.exceptions.RayTaskError(ValueError): bad\n") == \
+        "RayTaskError: bad"
+    assert failure_reason("something odd\n  at the end\n") == "at the end"

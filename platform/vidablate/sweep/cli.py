@@ -17,7 +17,7 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, NoSpaceError
 from .interrupt import SweepInterrupted
 from .runner import SweepReport, SweepSettings, run_sweep
 from .space import SHIPPED_SPACES, expand, load_space, overridden_toggles, select_rows
@@ -230,6 +230,10 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
     except ConfigError as err:
         print(f"error: {blame(str(err), task_overrides)}")
         return 2
+    except NoSpaceError as err:  # the driver's own writes (the feature cache) before trials
+        print(f"error: {err}; nothing was trained: free space there (or pass cache_path= / "
+              f"storage_path= on a larger disk) and run the same command again")
+        return 1
     except SweepInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr, flush=True)
         return err.code

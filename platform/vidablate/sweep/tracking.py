@@ -34,6 +34,8 @@ from .preflight import _redact
 from .space import TrialSpec
 
 SWEEP_TAG = "vidablate.sweep_id"
+FAILURE_TAG = "vidablate.failure"
+"""Why a run failed (the trial's error, or the divergence), on the child and the parent."""
 TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 SPACE_HASH_TAG = "vidablate.space.sha256"
@@ -416,7 +418,7 @@ class MLflowTrialCallback(Callback):
             return
         run_id = self._run(trial)
         if run_id and isinstance(result.get(DIVERGED_KEY), str):
-            self.client.set_tag(run_id, "vidablate.failure", result[DIVERGED_KEY][:5000])
+            self.client.set_tag(run_id, FAILURE_TAG, result[DIVERGED_KEY][:5000])
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
         metrics = self._metrics(run_id, result, step, now) if run_id else []
