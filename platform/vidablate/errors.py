@@ -14,6 +14,20 @@ class BackboneError(RuntimeError):
     """The backbone or its weights could not be loaded; the message says which and why."""
 
 
+class SweepInterrupted(Exception):
+    """A signal stopped the sweep (``vidablate.sweep.interrupt``); ``code`` is the process exit
+    code, 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.code = 128 + signum
+
+
+INTERRUPTED_CODES = (130, 143)
+"""Exit codes of an interrupted sweep (SIGINT, SIGTERM): a multirun stops at them."""
+
+
 class NoSpaceError(OSError):
     """A folder has too little free space for what is about to be written (or ran out of it
     while writing): ``no space left on <path>: need N MiB, M free``. ``path`` is the folder,

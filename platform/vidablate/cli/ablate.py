@@ -12,10 +12,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ..dashboard.site import publish
-from ..errors import ConfigError
+from ..errors import INTERRUPTED_CODES, ConfigError
 from ..sweep.cli import CONFIG_DIR, check_overrides, main
-from ..sweep.interrupt import INTERRUPTED_CODES
 
 _codes: list[int] = []
 _cache_only: list[bool] = [False]
@@ -26,6 +24,9 @@ _command: list[str] = []
 @hydra.main(config_path=CONFIG_DIR, config_name="ablate", version_base="1.3")
 def _job(cfg: DictConfig) -> None:
     # no sys.exit here: it would end a multirun after its first job (unless interrupted)
+    # the dashboard (matplotlib, MLflow) loads only for a sweep that ran: errors come sooner
+    from ..dashboard.site import publish
+
     code = main(cfg, list(HydraConfig.get().overrides.task), cache_only=_cache_only[0],
                 after=publish, command=list(_command))
     _codes.append(code)

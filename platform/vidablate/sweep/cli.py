@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from hydra.core.config_store import ConfigStore
@@ -17,10 +17,11 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
-from ..errors import ConfigError, NoSpaceError
-from .interrupt import SweepInterrupted
-from .runner import SweepReport, SweepSettings, run_sweep
+from ..errors import ConfigError, NoSpaceError, SweepInterrupted
 from .space import SHIPPED_SPACES, expand, load_space, overridden_toggles, select_rows
+
+if TYPE_CHECKING:  # annotations only; main imports the runner when a sweep runs
+    from .runner import SweepReport
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 SECTIONS = ("data", "model", "trainer", "eval")
@@ -192,6 +193,9 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
     """Run the sweep described by a composed Hydra config (or, ``cache_only``, only build its
     feature cache); ``after`` gets the report of a sweep that ran (the dashboard); returns a
     process exit code."""
+    # Ray, Tune and MLflow load only once the command line is checked: its errors come sooner
+    from .runner import SweepSettings, run_sweep
+
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
     base = {k: raw[k] for k in SECTIONS}

@@ -17,6 +17,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from ..errors import SweepInterrupted
 from .preflight import _read_tune_state
 from .provenance import COMMAND_TAG
 from .tracking import SWEEP_TAG, SweepTracker
@@ -24,19 +25,7 @@ from .tracking import SWEEP_TAG, SweepTracker
 INTERRUPTED_TAG = "vidablate.interrupted"
 """Set on the parent run (and the child runs it stopped) of an interrupted sweep: the signal."""
 
-INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
-"""Exit codes of an interrupted sweep: a multirun stops at them."""
-
 _received: list[int] = []
-
-
-class SweepInterrupted(Exception):
-    """A signal stopped the sweep; ``code`` is the process exit code (128 + signal)."""
-
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.signum = signum
-        self.code = 128 + signum
 
 
 def install() -> None:
