@@ -7,6 +7,7 @@ job of a multirun runs, and the process exits with the worst job's code.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,6 +15,9 @@ from omegaconf import DictConfig
 
 from ..errors import INTERRUPTED_CODES, ConfigError
 from ..sweep.cli import CONFIG_DIR, check_overrides, main
+
+if TYPE_CHECKING:  # annotations only
+    from ..sweep.runner import SweepReport
 
 _codes: list[int] = []
 _cache_only: list[bool] = [False]
@@ -24,14 +28,18 @@ _command: list[str] = []
 @hydra.main(config_path=CONFIG_DIR, config_name="ablate", version_base="1.3")
 def _job(cfg: DictConfig) -> None:
     # no sys.exit here: it would end a multirun after its first job (unless interrupted)
-    # the dashboard (matplotlib, MLflow) loads only for a sweep that ran: errors come sooner
-    from ..dashboard.site import publish
-
     code = main(cfg, list(HydraConfig.get().overrides.task), cache_only=_cache_only[0],
-                after=publish, command=list(_command))
+                after=_publish, command=list(_command))
     _codes.append(code)
     if code in INTERRUPTED_CODES:
         sys.exit(code)
+
+
+def _publish(report: SweepReport) -> None:
+    # the dashboard (matplotlib, MLflow) loads only for a sweep that ran: errors come sooner
+    from ..dashboard.site import publish
+
+    publish(report)
 
 
 def run(argv: list[str], *, cache_only: bool = False, prog: str = "vidablate ablate") -> int:

@@ -193,43 +193,44 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
     """Run the sweep described by a composed Hydra config (or, ``cache_only``, only build its
     feature cache); ``after`` gets the report of a sweep that ran (the dashboard); returns a
     process exit code."""
-    # Ray, Tune and MLflow load only once the command line is checked: its errors come sooner
-    from .runner import SweepSettings, run_sweep
-
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
     base = {k: raw[k] for k in SECTIONS}
-    settings = SweepSettings(
-        storage_path=raw["storage_path"], tracking_uri=raw["tracking_uri"],
-        resume=bool(raw["resume"]), seeds=list(raw["seeds"]) if raw["seeds"] else None,
-        rows=[str(r) for r in raw["rows"]] if raw["rows"] else None,
-        max_concurrent=int(raw["max_concurrent"]),
-        max_trial_failures=int(raw["max_trial_failures"]), ray_address=raw["ray_address"],
-        retry_errored=bool(raw["retry_errored"]),
-        num_cpus=raw["num_cpus"], experiment_name=raw["experiment_name"],
-        verbose_workers=bool(raw["verbose_workers"]), dry_run=bool(raw["dry_run"]),
-        cache="off" if raw["cache"] in (False, "off") else str(raw["cache"]),
-        cache_path=raw["cache_path"], cache_only=cache_only,
-        recipe=str(raw.get("recipe_name", "auto")), command=list(command or []),
-    )
+    seeds = list(raw["seeds"]) if raw["seeds"] else None
+    rows = [str(r) for r in raw["rows"]] if raw["rows"] else None
+    recipe = str(raw.get("recipe_name", "auto"))
     try:
         if raw["seeds"] is not None and len(raw["seeds"]) == 0:
             raise ConfigError("seeds=[] on the command line: give at least one seed "
                               "(seeds=[0,1,2]), or leave seeds out for the space's own")
         overrides = explicit_overrides(raw, task_overrides)
-        if not raw.get("show_row"):
-            clash = overridden_toggles(load_space(str(raw["space"])), overrides)
-            if clash:
-                key, rows = clash[0]
-                raise ConfigError(
-                    f"{key} is what the table varies (set by "
-                    f"{', '.join(rows)}), so it would be ignored; choose rows with "
-                    f"rows=[...] or copy the space file and edit its rows")
         if raw.get("show_row"):
-            print(row_config(str(raw["space"]), str(raw["show_row"]), base,
-                             overrides, settings.seeds,
-                             settings.recipe), end="")
+            print(row_config(str(raw["space"]), str(raw["show_row"]), base, overrides, seeds,
+                             recipe), end="")
             return 0
+        space = load_space(str(raw["space"]))
+        clash = overridden_toggles(space, overrides)
+        if clash:
+            key, varied = clash[0]
+            raise ConfigError(
+                f"{key} is what the table varies (set by {', '.join(varied)}), so it would be "
+                f"ignored; choose rows with rows=[...] or copy the space file and edit its rows")
+        # every trial's config, checked before Ray, Tune and MLflow load (seconds sooner)
+        expand(select_rows(space, rows) if rows else space, base, overrides, seeds, recipe)
+        from .runner import SweepSettings, run_sweep  # the heavy imports, once all is checked
+
+        settings = SweepSettings(
+            storage_path=raw["storage_path"], tracking_uri=raw["tracking_uri"],
+            resume=bool(raw["resume"]), seeds=seeds, rows=rows,
+            max_concurrent=int(raw["max_concurrent"]),
+            max_trial_failures=int(raw["max_trial_failures"]), ray_address=raw["ray_address"],
+            retry_errored=bool(raw["retry_errored"]),
+            num_cpus=raw["num_cpus"], experiment_name=raw["experiment_name"],
+            verbose_workers=bool(raw["verbose_workers"]), dry_run=bool(raw["dry_run"]),
+            cache="off" if raw["cache"] in (False, "off") else str(raw["cache"]),
+            cache_path=raw["cache_path"], cache_only=cache_only, recipe=recipe,
+            command=list(command or []),
+        )
         report = run_sweep(str(raw["space"]), base, overrides, settings)
     except ConfigError as err:
         print(f"error: {blame(str(err), task_overrides)}")
