@@ -1,8 +1,8 @@
-"""Ctrl-C (SIGINT) and SIGTERM to the driver mid-trial, then the same command again, on the
-embedded default: the driver exits 130 / 143 with the resume command, leaves no MLflow run
-RUNNING (the stopped trial's run and the parent are KILLED), and the re-run completes the
-trial with exactly one value per epoch in MLflow and the same final result as a run that was
-never interrupted. Prints what it measured (``pytest -s``)."""
+"""Ctrl-C (SIGINT), then SIGTERM, to the driver mid-trial, each followed by the same command,
+on the embedded default: the driver exits 130 / 143 with the resume command and leaves no
+MLflow run RUNNING (the stopped trial's run and the parent are KILLED); the last run completes
+the trial with exactly one value per epoch in MLflow and the same losses and final result as a
+run that was never interrupted. Prints what it measured (``pytest -s``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 BUDGET = 420
 ABLATE = [sys.executable, str(REPO / "jobs" / "ablate.py")]
-EPOCHS = 8
+EPOCHS = 7
 ARGS = ["space=isclip_modules", "rows=[baseline]", "seeds=[0]", "num_cpus=2",
         f"trainer.epochs={EPOCHS}", "data.train_per_class=8", "data.test_per_class=1",
         "trainer.batch_size=8"]
@@ -52,31 +52,48 @@ def uninterrupted(tmp_path_factory):
             "hm": child.data.metrics["hm"]}
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
-def test_signal_stops_gracefully_and_the_rerun_completes(ablate_cmd, tmp_path, signum,
-                                                        uninterrupted):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = ablate_cmd + ARGS + [f"tracking_uri={uri}"]
-    first = launch(cmd, tmp_path, BUDGET)
-    try:
-        wait_until("epoch 2", lambda: any(e >= 2 for _, _, e in first.progress()), BUDGET,
-                   first, 0.05)
-        t_signal = time.time()
-        os.kill(first.pid, signum)
-        code = first.wait(120)
-        stop_s = time.time() - t_signal
-    finally:
-        first.kill_session()
-        first.dump("first")
-    assert code == 128 + signum, f"exit code {code}{first.tail()}"
-    assert "Resume with:" in first.stderr and "space=isclip_modules" in first.stderr, first.tail()
-    assert "Traceback" not in first.stderr, first.tail()
+def _stop(cli, signum: int, after_epoch: int) -> tuple[int, float]:
+    """Send ``signum`` to the driver once it reported ``after_epoch``; (exit code, seconds the
+    driver took to stop)."""
+    wait_until(f"epoch {after_epoch}", lambda: any(e >= after_epoch for _, _, e in cli.progress()),
+               BUDGET, cli, 0.05)
+    t_signal = time.time()
+    os.kill(cli.pid, signum)
+    code = cli.wait(120)
+    return code, time.time() - t_signal
+
+
+def _check_stopped(uri: str, cli, signum: int) -> None:
+    name = signal.Signals(signum).name
+    assert "Resume with:" in cli.stderr and "space=isclip_modules" in cli.stderr, cli.tail()
+    assert "Traceback" not in cli.stderr, cli.tail()
     runs = _children(uri)
     assert runs and not [r for r in runs if r.info.status == "RUNNING"], \
         [(r.data.tags.get("vidablate.kind"), r.info.status) for r in runs]
-    name = signal.Signals(signum).name
     assert {r.data.tags.get("vidablate.interrupted") for r in runs} == {name}
-    logged_before = max(e for _, _, e in first.progress())
+    assert {r.info.status for r in runs} == {"KILLED"}
+
+
+def test_sigint_then_sigterm_then_the_same_command_completes(ablate_cmd, tmp_path,
+                                                             uninterrupted):
+    """Ctrl-C in epoch 2, the same command, SIGTERM two epochs later, the same command again."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = ablate_cmd + ARGS + [f"tracking_uri={uri}"]
+    measured = []
+    for name, signum in (("sigint", signal.SIGINT), ("sigterm", signal.SIGTERM)):
+        cli = launch(cmd, tmp_path, BUDGET)
+        try:
+            start = min((e for _, _, e in cli.progress()), default=1)
+            code, stop_s = _stop(cli, signum, 2 if signum == signal.SIGINT else 4)
+        finally:
+            cli.kill_session()
+            cli.dump(name)
+        assert code == 128 + signum, f"exit code {code}{cli.tail()}"
+        _check_stopped(uri, cli, signum)
+        seen = [e for _, _, e in cli.progress()]
+        measured.append(f"{name}: reported epochs {seen[0] if seen else start}-"
+                        f"{seen[-1] if seen else '?'}, stopped {stop_s:.1f} s after the signal, "
+                        f"exit {code}")
 
     again = launch(cmd, tmp_path, BUDGET)
     try:
@@ -92,11 +109,10 @@ def test_signal_stops_gracefully_and_the_rerun_completes(ablate_cmd, tmp_path, s
     assert parents[0].info.status == "FINISHED" and children[0].info.status == "FINISHED"
     losses = _history(uri, children[0].info.run_id, "train_loss")
     assert [s for s, _ in losses] == list(range(1, EPOCHS + 1)), losses
-    resumed_at = min(e for _, _, e in again.progress())
-    print(f"\n[{name}] driver stopped {stop_s:.1f} s after the signal, exit {128 + signum}; "
-          f"epochs logged before: {logged_before}, the re-run reported from epoch "
-          f"{resumed_at}; MLflow train_loss steps {[s for s, _ in losses]}")
-    # the resumed trial continues the same computation: same losses, same final result
+    resumed = [e for _, _, e in again.progress()]
+    print(f"\n[signals] {'; '.join(measured)}; the last run reported epochs {resumed[0]}-"
+          f"{resumed[-1]}; MLflow train_loss steps {[s for s, _ in losses]}")
+    # the resumed trial continued the same computation: same losses, same final result
     assert [round(v, 4) for _, v in losses] == \
         [round(v, 4) for _, v in uninterrupted["train_loss"]]
     assert children[0].data.metrics["hm"] == pytest.approx(uninterrupted["hm"], abs=1e-6)

@@ -1,8 +1,7 @@
 """Two copies of the same command at once, with no tracking store yet: one runs the table, the
 other stops at once with an ``error:`` line naming the running one (exit 2, no Ray started, no
-run created); every trial trains once and MLflow has one value per epoch. Then a different
-table against the same new store at the same time: both finish (the store's schema is created
-once)."""
+run created); every trial trains once and MLflow has one value per epoch. (Two different
+tables creating one new store together: ``tests/sweep/test_lock.py``.)"""
 
 from __future__ import annotations
 
@@ -50,20 +49,3 @@ def test_second_copy_of_a_sweep_fails_at_once(ablate_cmd, tmp_path):
     (child,) = [r for r in runs if r.data.tags.get("vidablate.kind") == "trial"]
     steps = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train_loss"))
     assert steps == list(range(1, EPOCHS + 1)), steps
-
-
-def test_two_tables_create_a_new_store_together(ablate_cmd, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    clis = [Cli(ablate_cmd + [f"space={space}", f"rows=[{row}]", *ARGS, f"tracking_uri={uri}",
-                              f"storage_path={tmp_path / space}"], tmp_path)
-            for space, row in (("isclip_modules", "baseline"), ("xclip_components", "clip_mean"))]
-    try:
-        codes = [c.wait(BUDGET) for c in clis]
-    finally:
-        for c, name in zip(clis, ("isclip", "xclip"), strict=True):
-            c.kill_session()
-            c.dump(name)
-    assert codes == [0, 0], [c.tail() for c in clis]
-    client = MlflowClient(uri)
-    assert {e.name for e in client.search_experiments()} >= {"isclip_modules",
-                                                             "xclip_components"}

@@ -205,18 +205,26 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
                               "(seeds=[0,1,2]), or leave seeds out for the space's own")
         overrides = explicit_overrides(raw, task_overrides)
         if raw.get("show_row"):
-            print(row_config(str(raw["space"]), str(raw["show_row"]), base, overrides, seeds,
-                             recipe), end="")
+            try:
+                text = row_config(str(raw["space"]), str(raw["show_row"]), base, overrides,
+                                  seeds, recipe)
+            except ConfigError as err:
+                raise ConfigError(blame(str(err), task_overrides)) from None
+            print(text, end="")
             return 0
         space = load_space(str(raw["space"]))
         clash = overridden_toggles(space, overrides)
         if clash:
             key, varied = clash[0]
-            raise ConfigError(
+            raise ConfigError(blame(
                 f"{key} is what the table varies (set by {', '.join(varied)}), so it would be "
-                f"ignored; choose rows with rows=[...] or copy the space file and edit its rows")
+                f"ignored; choose rows with rows=[...] or copy the space file and edit its rows",
+                task_overrides))
         # every trial's config, checked before Ray, Tune and MLflow load (seconds sooner)
-        expand(select_rows(space, rows) if rows else space, base, overrides, seeds, recipe)
+        try:
+            expand(select_rows(space, rows) if rows else space, base, overrides, seeds, recipe)
+        except ConfigError as err:
+            raise ConfigError(blame(str(err), task_overrides)) from None
         from .runner import SweepSettings, run_sweep  # the heavy imports, once all is checked
 
         settings = SweepSettings(
@@ -233,7 +241,7 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
         )
         report = run_sweep(str(raw["space"]), base, overrides, settings)
     except ConfigError as err:
-        print(f"error: {blame(str(err), task_overrides)}")
+        print(f"error: {err}")
         return 2
     except NoSpaceError as err:  # the driver's own writes (the feature cache) before trials
         print(f"error: {err}; nothing was trained: free space there (or pass cache_path= / "
