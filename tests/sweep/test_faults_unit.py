@@ -16,11 +16,16 @@ from ray.train.torch import TorchTrainer
 from vidablate.config import ConfigError, ExperimentConfig
 from vidablate.report.render import to_markdown
 from vidablate.report.table import TrialOutcome, build_table
-from vidablate.sweep.grid import _outcome, failure_reason
+from vidablate.sweep.grid import _outcome
 from vidablate.sweep.preflight import _redact, check_storage, check_tracking
 from vidablate.sweep.runner import SweepSettings, _restore, private_token_file, run_sweep
-from vidablate.sweep.space import SHIPPED_SPACES, TrialSpec, load_space
-from vidablate.sweep.tracking import MLflowTrialCallback, SweepTracker
+from vidablate.sweep.space import SHIPPED_SPACES, TrialSpec, expand, load_space
+from vidablate.sweep.tracking import (
+    MLflowTrialCallback,
+    SweepTracker,
+    failure_reason,
+    record_failures,
+)
 from vidablate.train.keys import DIVERGED_KEY
 from vidablate.train.loop import train_loop_per_worker
 
@@ -246,3 +251,20 @@ def test_failure_reason_is_the_innermost_error():
     assert failure_reason("ray.exceptions.RayTaskError(ValueError): bad\n") == \
         "RayTaskError: bad"
     assert failure_reason("something odd\n  at the end\n") == "at the end"
+
+
+def test_failure_reasons_go_to_the_child_and_the_parent(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "e")
+    parent, _ = tracker.parent_run("sw", {})
+    t = expand_one()
+    child = tracker.child_run("sw", parent, t)
+    record_failures(tracker, "sw", parent, [(t.key, RAY_ERROR)])
+    reason = "NoSpaceError: no space left on /data/sw-train/baseline-s0: need 3 MiB, 0 free"
+    assert tracker.client.get_run(child).data.tags["vidablate.failure"] == reason
+    assert tracker.client.get_run(parent).data.tags["vidablate.failure"] == \
+        f"1 trial(s) failed; first {t.key}: {reason}"
+
+
+def expand_one() -> TrialSpec:
+    return expand(load_space(SHIPPED_SPACES / "isclip_modules.yaml"), seeds=[0])[0]

@@ -29,11 +29,10 @@ import functools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 # CLIP's per-channel normalisation of [0, 1] RGB pixels, (x - mean) / std: used by the
 # transforms here and by the synthetic dataset (``vidablate.data.synthetic`` re-exports them).
@@ -513,8 +512,18 @@ def _normalise(video: torch.Tensor) -> torch.Tensor:
     return ((video - _MEAN) / _STD).contiguous()
 
 
+def _tv() -> tuple[Any, Any]:
+    """torchvision's v2 transforms and their functional API, on first use: importing
+    torchvision takes ~2 s (it loads torch._dynamo), which checking a command line does not
+    need (``vidablate.config`` imports this module)."""
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional
+
+    return v2, functional
+
+
 def _resize_short(video: torch.Tensor, size: int) -> torch.Tensor:
-    return F.resize(video, [size], antialias=True)  # a no-op when the short side is already size
+    return _tv()[1].resize(video, [size], antialias=True)  # a no-op when the short side is already size
 
 
 def eval_views(frames: np.ndarray, size: int, crops: int = 1) -> torch.Tensor:
@@ -525,7 +534,7 @@ def eval_views(frames: np.ndarray, size: int, crops: int = 1) -> torch.Tensor:
         raise ValueError(f"eval.spatial_crops must be 1 or 3, got {crops!r}")
     video = _resize_short(_as_video(frames), size)
     height, width = video.shape[-2:]
-    centre = F.center_crop(video, [size, size])
+    centre = _tv()[1].center_crop(video, [size, size])
     if crops == 1:
         views = [centre]
     elif width >= height:
@@ -548,7 +557,8 @@ def _multiscale_box(height: int, width: int, scales: tuple[float, ...]) -> tuple
 
 
 @functools.lru_cache(maxsize=16)
-def _photometric(spec: AugmentSpec) -> v2.Compose:
+def _photometric(spec: AugmentSpec) -> Any:
+    v2 = _tv()[0]
     return v2.Compose([
         v2.RandomHorizontalFlip(spec.flip),
         v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=spec.color_jitter),
@@ -568,7 +578,7 @@ def train_clip(frames: np.ndarray, size: int, spec: AugmentSpec) -> torch.Tensor
     video = _as_video(frames)
     if spec.style == "jitter":
         short = int(torch.randint(size, round(size * 256 / 224) + 1, ()))
-        video = F.resize(video, [short], antialias=True)
+        video = _tv()[1].resize(video, [short], antialias=True)
         height, width = video.shape[-2:]
         top = int(torch.randint(height - size + 1, ()))
         left = int(torch.randint(width - size + 1, ()))
@@ -577,8 +587,8 @@ def train_clip(frames: np.ndarray, size: int, spec: AugmentSpec) -> torch.Tensor
             video = video.flip(-1)
         return _normalise(video)
     top, left, crop_h, crop_w = _multiscale_box(*video.shape[-2:], spec.scales)
-    video = F.resize(video[..., top:top + crop_h, left:left + crop_w], [size, size],
-                     antialias=True)
+    video = _tv()[1].resize(video[..., top:top + crop_h, left:left + crop_w], [size, size],
+                            antialias=True)
     # A plain [T, 3, H, W] tensor is one input to v2, so all frames share one parameter draw.
     # Not tv_tensors.Video: RandomGrayscale passes videos through unchanged (torchvision 0.29).
     video = _photometric(spec)(video.float().div_(255.0))

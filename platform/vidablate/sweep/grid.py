@@ -5,7 +5,6 @@ MLflow parent run and printed."""
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -23,12 +22,13 @@ from .preflight import _redact
 from .provenance import provenance
 from .space import Space, TrialSpec
 from .tracking import (
-    FAILURE_TAG,
     MLflowTrialCallback,
     SweepTracker,
     browse_command,
+    failure_reason,
     log_seed_summaries,
     log_table_summary,
+    record_failures,
     use_driver_state,
 )
 from .trial import TRIAL_DRIVER_RESOURCES, run_trial
@@ -108,7 +108,9 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
     log_seed_summaries(tracker, sid, table, trials)
     failed = [o for o in ordered if o.status != "ok"]
     tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
-    record_failures(tracker, sid, parent_id, trials, ordered)
+    record_failures(tracker, sid, parent_id,
+                    [(t.key, o.error) for t, o in zip(trials, ordered, strict=True)
+                     if o.status == "failed" and o.error])
     tracker.client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
     markdown = to_markdown(space, table, header, verdicts)
     elapsed = time.time() - started
@@ -121,44 +123,6 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
           f"MLflow: experiment {experiment_name!r}, parent run {parent_id}\n"
           f"browse: {ui}", flush=True)
     return markdown, files, ordered
-
-
-_RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(?P<kind>[A-Z]\w*(?:Error|Exception|Interrupt))"
-                     r"(?:\([^)]*\))?: (?P<message>.+)$")
-_WRAPPERS = ("RayTaskError", "WorkerGroupError", "TrainingFailedError", "RayActorError",
-             "TuneError")
-"""Ray's own wrappers around the error a trial raised: the reason is the innermost one."""
-
-
-def failure_reason(error: str) -> str:
-    """The error a failed trial raised, from the text Tune keeps (a wrapped traceback): the
-    last ``Kind: message`` line that is not one of Ray's wrappers, e.g. ``NoSpaceError: no
-    space left on <path>: need 3 MiB, 0 free``."""
-    found = [m for m in map(_RAISED.match, (line.strip() for line in error.splitlines())) if m]
-    inner = [m for m in found if m["kind"] not in _WRAPPERS]
-    best = (inner or found or [None])[-1]
-    if best is None:
-        lines = [line for line in error.splitlines() if line.strip()]
-        return lines[-1].strip()[:500] if lines else ""
-    return f"{best['kind']}: {best['message']}"[:500]
-
-
-def record_failures(tracker: SweepTracker, sid: str, parent_id: str, trials: list[TrialSpec],
-                    outcomes: list[TrialOutcome]) -> None:
-    """Each failed trial's reason on its child run, and the first on the parent run, as the
-    ``vidablate.failure`` tag (a diverged trial already has its own)."""
-    reasons = []
-    for t, o in zip(trials, outcomes, strict=True):
-        if o.status != "failed" or not o.error:
-            continue
-        reason = failure_reason(o.error)
-        reasons.append(f"{t.key}: {reason}")
-        child = tracker.find_child(sid, t.key)
-        if child:
-            tracker.client.set_tag(child, FAILURE_TAG, reason)
-    if reasons:
-        tracker.client.set_tag(parent_id, FAILURE_TAG, (
-            f"{len(reasons)} trial(s) failed; first {reasons[0]}")[:5000])
 
 
 def _outcome(t: TrialSpec, result: Any, metrics: dict[str, float]) -> TrialOutcome:

@@ -24,6 +24,7 @@ from .tracking import (
     decode_hpo_config,
     encode_hpo_key,
     hpo_trial_key,
+    record_failures,
     use_driver_state,
 )
 from .trial import TRIAL_DRIVER_RESOURCES, run_hpo_trial
@@ -78,7 +79,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
             ),
         )
     grid = interrupt.fit(tuner, tracker, sid, parent_id)
-    rows = []
+    rows, errors = [], []
     for result in grid:
         metrics = {k: float(v) for k, v in (result.metrics or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -86,6 +87,8 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
         key = hpo_trial_key(trial_id) if trial_id else Path(result.path).name
         rows.append((key, decode_hpo_config(result.config or {}), metrics,
                      "ok" if result.error is None and metrics.get("epoch") == epochs else "failed"))
+        if result.error is not None:
+            errors.append((key, str(result.error)[-4000:]))
     rows.sort(key=lambda r: r[0])
     markdown, csv = hpo_table(space, rows)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
             tracker.client.set_tag(parent_id, f"vidablate.best.{k}", str(v))
     failed = [r for r in rows if r[3] != "ok"]
     tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
+    record_failures(tracker, sid, parent_id, errors)
     tracker.client.set_terminated(parent_id, "FAILED" if failed or not ok else "FINISHED")
     print(f"\n{markdown}\n", flush=True)
     ui = browse_command(tracker.tracking_uri, tracker.experiment_id)

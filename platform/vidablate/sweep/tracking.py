@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -535,3 +536,39 @@ def encode_hpo_key(dotted: str) -> str:
 
 def decode_hpo_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k.replace("__", "."): v for k, v in config.items()}
+
+
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(?P<kind>[A-Z]\w*(?:Error|Exception|Interrupt))"
+                     r"(?:\([^)]*\))?: (?P<message>.+)$")
+_WRAPPERS = ("RayTaskError", "WorkerGroupError", "TrainingFailedError", "RayActorError",
+             "TuneError")
+"""Ray's own wrappers around the error a trial raised: the reason is the innermost one."""
+
+
+def failure_reason(error: str) -> str:
+    """The error a failed trial raised, from the text Tune keeps (a wrapped traceback): the
+    last ``Kind: message`` line that is not one of Ray's wrappers, e.g. ``NoSpaceError: no
+    space left on <path>: need 3 MiB, 0 free``."""
+    found = [m for m in map(_RAISED.match, (line.strip() for line in error.splitlines())) if m]
+    inner = [m for m in found if m["kind"] not in _WRAPPERS]
+    best = (inner or found or [None])[-1]
+    if best is None:
+        lines = [line for line in error.splitlines() if line.strip()]
+        return lines[-1].strip()[:500] if lines else ""
+    return f"{best['kind']}: {best['message']}"[:500]
+
+
+def record_failures(tracker: SweepTracker, sid: str, parent_id: str,
+                    failed: list[tuple[str, str]]) -> None:
+    """Each failed trial's reason (from its error text: (trial key, error) pairs) on its child
+    run, and the first on the parent run, as the ``vidablate.failure`` tag."""
+    reasons = []
+    for key, error in failed:
+        reason = failure_reason(error)
+        reasons.append(f"{key}: {reason}")
+        child = tracker.find_child(sid, key)
+        if child:
+            tracker.client.set_tag(child, FAILURE_TAG, reason)
+    if reasons:
+        tracker.client.set_tag(parent_id, FAILURE_TAG, (
+            f"{len(reasons)} trial(s) failed; first {reasons[0]}")[:5000])
