@@ -251,9 +251,13 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
         print(f"interrupted: {err}", file=sys.stderr, flush=True)
         return err.code
     except KeyboardInterrupt:
-        print("interrupted: Ctrl-C before any trial started; no run was left RUNNING",
-              file=sys.stderr, flush=True)
-        return 130
+        # the runner has loaded it when a signal can come mid-launch; the checks never need it
+        from .interrupt import signal_received
+
+        signum = signal_received()
+        print(f"interrupted: {'SIGTERM' if signum == 15 else 'Ctrl-C'} before any trial "
+              f"started; run the same command again", file=sys.stderr, flush=True)
+        return 128 + signum
     if report is None:
         return 0
     if after is not None:
