@@ -102,3 +102,19 @@ def test_errors_come_before_ray_mlflow_and_torchvision_load(arg, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, arg], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.splitlines()[-1] == "2 []", out.stdout + out.stderr
+
+
+def test_a_setting_some_rows_set_themselves_is_a_note(capsys, tmp_path, monkeypatch):
+    """``trainer.epochs=1`` with a zero-shot row (``epochs: 0``) applies to the other rows."""
+    monkeypatch.chdir(tmp_path)
+    code = run(["space=motionprompt_key_designs", "rows=[clip,baseline]", "seeds=[0]",
+                "trainer.epochs=1", "dry_run=true"])
+    out = capsys.readouterr().out
+    assert code == 0 and "note: trainer.epochs from the command line does not apply to row(s) " \
+        "clip: they set it themselves" in out, out
+    assert "baseline-s0              1 epochs" in out  # the other row takes it
+    code = run(["space=motionprompt_key_designs", "rows=[clip]", "seeds=[0]",
+                "trainer.epochs=1", "dry_run=true"])
+    out = capsys.readouterr().out
+    assert code == 2 and "error: trainer.epochs=1 on the command line: trainer.epochs is what " \
+        "the table varies (set by clip)" in out, out

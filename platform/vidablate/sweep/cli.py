@@ -213,16 +213,19 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
             print(text, end="")
             return 0
         space = load_space(str(raw["space"]))
-        clash = overridden_toggles(space, overrides)
-        if clash:
-            key, varied = clash[0]
+        chosen = select_rows(space, rows) if rows else space
+        for key, varied in overridden_toggles(chosen, overrides):
+            if len(varied) < len(chosen.rows) and varied != ["the search"]:
+                print(f"note: {key} from the command line does not apply to row(s) "
+                      f"{', '.join(varied)}: they set it themselves", flush=True)
+                continue
             raise ConfigError(blame(
                 f"{key} is what the table varies (set by {', '.join(varied)}), so it would be "
                 f"ignored; choose rows with rows=[...] or copy the space file and edit its rows",
                 task_overrides))
         # every trial's config, checked before Ray, Tune and MLflow load (seconds sooner)
         try:
-            expand(select_rows(space, rows) if rows else space, base, overrides, seeds, recipe)
+            expand(chosen, base, overrides, seeds, recipe)
         except ConfigError as err:
             raise ConfigError(blame(str(err), task_overrides)) from None
         from .runner import SweepSettings, run_sweep  # the heavy imports, once all is checked
