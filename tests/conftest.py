@@ -162,3 +162,46 @@ def small_disk(tmp_path):
     for folder in reversed(mounted):
         if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 for the session (``services.S3Server``): ``.env`` holds
+    the AWS variables a client needs, ``.bucket(name)`` makes a bucket."""
+    from tests.services import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on 127.0.0.1 for the session (``services.Postgres``);
+    ``.database(name)`` makes a database and returns its URI."""
+    from tests.services import Postgres
+
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are not on PATH")
+    server = Postgres().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, s3_server, postgres):
+    """``mlflow_server(name)``: an MLflow tracking server on a new PostgreSQL database with
+    artifacts in a new bucket of the S3 server, stopped after the test."""
+    from tests.services import MlflowServer
+
+    servers: list = []
+
+    def start(name: str):
+        server = MlflowServer(postgres.database(name), f"s3://{s3_server.bucket(name)}/mlflow",
+                              s3_server.env, tmp_path).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
