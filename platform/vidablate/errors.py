@@ -92,3 +92,9 @@ def no_space_error(exc: BaseException, path: object, need: int) -> NoSpaceError 
     if not out_of_space(exc):
         return None
     return NoSpaceError(path, need, free_space(path))
+
+
+class TrackingUnreachable(RuntimeError):
+    """The tracking store stopped answering during a sweep and did not come back in time:
+    the trials' results and checkpoints are in the sweep's storage, the writes MLflow lacks
+    are listed (and saved to a file); the same command, once the store answers, resumes."""

@@ -17,7 +17,7 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
-from ..errors import ConfigError, NoSpaceError, SweepInterrupted
+from ..errors import ConfigError, NoSpaceError, SweepInterrupted, TrackingUnreachable
 from .space import SHIPPED_SPACES, expand, load_space, overridden_toggles, select_rows
 
 if TYPE_CHECKING:  # annotations only; main imports the runner when a sweep runs
@@ -253,6 +253,9 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
     except SweepInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr, flush=True)
         return err.code
+    except TrackingUnreachable as err:
+        print(f"error: {err}", flush=True)
+        return 1
     except KeyboardInterrupt:
         # the runner has loaded it when a signal can come mid-launch; the checks never need it
         from .interrupt import signal_received

@@ -25,6 +25,7 @@ from .tracking import (
     MLflowTrialCallback,
     SweepTracker,
     browse_command,
+    deliver_held,
     failure_reason,
     log_seed_summaries,
     log_table_summary,
@@ -82,6 +83,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
             ),
         )
     grid = interrupt.fit(tuner, tracker, sid, parent_id)
+    deliver_held(sid, report_dir)
 
     by_key = {t.key: t for t in trials}
     outcomes: dict[str, TrialOutcome] = {}

@@ -22,6 +22,7 @@ from .tracking import (
     SweepTracker,
     browse_command,
     decode_hpo_config,
+    deliver_held,
     encode_hpo_key,
     hpo_trial_key,
     record_failures,
@@ -79,6 +80,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
             ),
         )
     grid = interrupt.fit(tuner, tracker, sid, parent_id)
+    deliver_held(sid, report_dir)
     rows, errors = [], []
     for result in grid:
         metrics = {k: float(v) for k, v in (result.metrics or {}).items()

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from ..config import dotted_to_nested, merge
+from ..errors import TrackingUnreachable
 from ..report.claims import Verdict
 from ..report.claims import counts as verdict_counts
 from ..report.table import TableRow, direction_counts
@@ -31,6 +32,7 @@ from ..train.keys import (
     KSHOT_KEY,
     REPLAYED_KEY,
 )
+from .outbox import Outbox
 from .preflight import _redact
 from .space import TrialSpec
 
@@ -282,10 +284,35 @@ def use_driver_state(tracking_uri: str, experiment: str, parent_id: str,
                          tags=dict(tags or {}))
 
 
+_LIVE: dict[str, MLflowTrialCallback] = {}
+"""Sweep id -> the callback Tune calls (a restored Tuner unpickles its own copy)."""
+
+
+def deliver_held(sweep_id: str, report_dir: Path, wait_s: float | None = None) -> None:
+    """After ``fit``: deliver the writes a tracking outage held. If the store does not answer
+    within ``wait_s`` (``outbox.WAIT_AT_END_S``), raise ``TrackingUnreachable`` naming them;
+    they are saved to ``<report_dir>/undelivered-tracking.json``."""
+    callback = _LIVE.get(sweep_id)
+    if callback is None:
+        return
+    save = report_dir / "undelivered-tracking.json"
+    missing = callback.undelivered(save_to=save, wait_s=wait_s)
+    if missing:
+        shown = "; ".join(missing[:6]) + (f"; and {len(missing) - 6} more"
+                                          if len(missing) > 6 else "")
+        raise TrackingUnreachable(
+            f"the tracking store {_redact(callback.tracking_uri)} did not answer: "
+            f"{len(missing)} writes were not delivered ({shown}); listed in {save}. The "
+            f"trials' results and checkpoints are kept in the sweep's storage: run the same "
+            f"command again once the store answers, and the missing epochs are logged from "
+            f"the checkpoints")
+
+
 class MLflowTrialCallback(Callback):
     """Tune callback on the driver: creates (or finds again) a trial's child run when the trial
     starts, logs its per-epoch metrics, its status at the end, and prints one progress line
-    per reported epoch."""
+    per reported epoch. Every write goes through an ``Outbox``: while the tracking server
+    does not answer, trials keep training and the writes wait, in order."""
 
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, parent_id: str,
                  specs: dict[str, TrialSpec], epochs: dict[str, int], printer: bool = True,
@@ -307,10 +334,13 @@ class MLflowTrialCallback(Callback):
         self._steps: dict[str, tuple[int, int]] = {}
         """Trial key -> (epochs reported under this driver, the last epoch reported)."""
         self._done: set[str] = set()
+        self._outbox: Outbox | None = None
+        _LIVE[sweep_id] = self
 
     def __getstate__(self) -> dict[str, Any]:  # the client is rebuilt after a restore
         state = dict(self.__dict__)
         state["_client"] = None
+        state["_outbox"] = None  # held writes are closures; a restored trial replays its history
         state["_logged"] = {}  # re-read from MLflow: the driver may have logged more since
         return state
 
@@ -327,12 +357,27 @@ class MLflowTrialCallback(Callback):
             self.parent_id = _DRIVER_STATE["parent_id"]
             self.tags = _DRIVER_STATE["tags"]
             self.run_ids = {}
+        _LIVE[self.sweep_id] = self
 
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            self._outbox = Outbox(_redact(self.tracking_uri), self.printer)
+        return self._outbox
+
+    def undelivered(self, save_to: Path | None = None, wait_s: float | None = None) -> list[str]:
+        """At the end of the sweep: deliver what an outage held (waiting up to ``wait_s``);
+        the names of the writes that never reached the store (saved to ``save_to``)."""
+        if self._outbox is None or not self._outbox.held:
+            return []
+        kw = {} if wait_s is None else {"wait_s": wait_s}
+        return self._outbox.drain(save_to=save_to, **kw)
 
     def _key(self, trial: Any) -> str:
         return str(trial.config.get("trial"))
@@ -402,10 +447,14 @@ class MLflowTrialCallback(Callback):
         return trial_left, left * epoch_s / running
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._run(trial)
-        if run_id:
-            self.client.update_run(run_id, status="RUNNING")
         key = self._key(trial)
+
+        def start() -> None:
+            run_id = self._run(trial)
+            if run_id:
+                self.client.update_run(run_id, status="RUNNING")
+
+        self.outbox.send(f"trial {key}: run RUNNING", start)
         self._began[key] = time.time()
         if self.printer:
             print(f"[{time.time() - self._started:6.0f}s] {key:<24} started   "
@@ -413,22 +462,28 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        key = self._key(trial)
+        result = dict(result)
         if isinstance(result.get(HISTORY_KEY), str):
-            self._log_history(trial, result)
+            self.outbox.send(f"trial {key}: checkpointed epochs",
+                             lambda: self._log_history(trial, result))
         if result.get(REPLAYED_KEY):
             return
-        run_id = self._run(trial)
-        if run_id and isinstance(result.get(DIVERGED_KEY), str):
-            self.client.set_tag(run_id, FAILURE_TAG, result[DIVERGED_KEY][:5000])
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        metrics = self._metrics(run_id, result, step, now) if run_id else []
-        if run_id and metrics and step > self._last_step(run_id):
-            self.client.log_batch(run_id, metrics=metrics)
-            self._logged[run_id] = step
-        if run_id and isinstance(result.get(KSHOT_KEY), str):
-            self.client.log_text(run_id, result[KSHOT_KEY], f"{KSHOT_KEY}.json")
-        key = self._key(trial)
+
+        def log() -> None:
+            run_id = self._run(trial)
+            if run_id and isinstance(result.get(DIVERGED_KEY), str):
+                self.client.set_tag(run_id, FAILURE_TAG, result[DIVERGED_KEY][:5000])
+            metrics = self._metrics(run_id, result, step, now) if run_id else []
+            if run_id and metrics and step > self._last_step(run_id):
+                self.client.log_batch(run_id, metrics=metrics)
+                self._logged[run_id] = step
+            if run_id and isinstance(result.get(KSHOT_KEY), str):
+                self.client.log_text(run_id, result[KSHOT_KEY], f"{KSHOT_KEY}.json")
+
+        self.outbox.send(f"trial {key}: epoch {step} metrics", log)
         n, _ = self._steps.get(key, (0, 0))
         self._steps[key] = (n + 1, step)
         self._began.setdefault(key, self._started)
@@ -474,25 +529,36 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finished(trials, trial, "finished")
-        run_id = self._run(trial)
-        if run_id and (trial.last_result or {}).get(REPLAYED_KEY):
-            # finished under an earlier driver: keep its status and end time
-            info_ = self.client.get_run(run_id).info
-            self.client.set_terminated(run_id, info_.status if info_.status != "RUNNING"
-                                       else "FINISHED", end_time=info_.end_time)
-            return
-        if run_id:
-            checkpoint = getattr(trial, "checkpoint", None)
-            if checkpoint is not None and getattr(checkpoint, "path", None):
-                self.client.set_tag(run_id, CHECKPOINT_TAG, str(checkpoint.path))
-            diverged = isinstance((trial.last_result or {}).get(DIVERGED_KEY), str)
-            self.client.set_terminated(run_id, "FAILED" if diverged else "FINISHED")
+        last = dict(trial.last_result or {})
+        checkpoint = getattr(getattr(trial, "checkpoint", None), "path", None)
+        end = int(time.time() * 1000)
+
+        def finish() -> None:
+            run_id = self._run(trial)
+            if run_id and last.get(REPLAYED_KEY):
+                # finished under an earlier driver: keep its status and end time
+                info_ = self.client.get_run(run_id).info
+                self.client.set_terminated(run_id, info_.status if info_.status != "RUNNING"
+                                           else "FINISHED", end_time=info_.end_time)
+            elif run_id:
+                if checkpoint:
+                    self.client.set_tag(run_id, CHECKPOINT_TAG, str(checkpoint))
+                diverged = isinstance(last.get(DIVERGED_KEY), str)
+                self.client.set_terminated(run_id, "FAILED" if diverged else "FINISHED",
+                                           end_time=end)
+
+        self.outbox.send(f"trial {self._key(trial)}: run FINISHED", finish)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finished(trials, trial, "failed")
-        run_id = self._run(trial)
-        if run_id:
-            self.client.set_terminated(run_id, "FAILED")
+        end = int(time.time() * 1000)
+
+        def fail() -> None:
+            run_id = self._run(trial)
+            if run_id:
+                self.client.set_terminated(run_id, "FAILED", end_time=end)
+
+        self.outbox.send(f"trial {self._key(trial)}: run FAILED", fail)
 
 
 def _clock(seconds: float | None) -> str:
