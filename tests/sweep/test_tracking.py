@@ -183,3 +183,17 @@ def test_epochs_checkpointed_while_the_driver_was_away_are_logged_once(tmp_path)
                                               HISTORY_KEY: history})
     steps = [m.step for m in MlflowClient(uri).get_metric_history(run, "train_loss")]
     assert sorted(steps) == list(range(1, 8))
+
+
+def test_runs_are_tagged_with_the_nodes_that_trained_them(tmp_path):
+    """A trial that moves to another node (its node was lost) lists both, in order."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
+    t = expand(space, seeds=[0])[0]
+    cb = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 4}, printer=False)
+    trial = SimpleNamespace(config={"trial": t.key}, last_result={}, status="RUNNING")
+    cb.on_trial_start(0, [trial], trial)
+    for epoch, node in ((1, "n1"), (2, "n1"), (3, "n2"), (4, "n2")):
+        cb.on_trial_result(0, [trial], trial, {"epoch": epoch, "train_loss": 1.0, "node": node})
+    tags = MlflowClient(uri).get_run(SweepTracker(uri, "e").find_child("sw", t.key)).data.tags
+    assert tags["vidablate.node"] == "n2" and tags["vidablate.nodes"] == "n1,n2"

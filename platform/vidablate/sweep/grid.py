@@ -82,7 +82,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
                 failure_config=tune.FailureConfig(max_failures=max_failures),
             ),
         )
-    grid = interrupt.fit(tuner, tracker, sid, parent_id)
+    grid = interrupt.fit(tuner, tracker, sid, parent_id, exp_path)
     deliver_held(sid, report_dir)
 
     by_key = {t.key: t for t in trials}

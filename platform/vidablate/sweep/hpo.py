@@ -79,7 +79,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
                 failure_config=tune.FailureConfig(max_failures=max_failures),
             ),
         )
-    grid = interrupt.fit(tuner, tracker, sid, parent_id)
+    grid = interrupt.fit(tuner, tracker, sid, parent_id, exp_path)
     deliver_held(sid, report_dir)
     rows, errors = [], []
     for result in grid:

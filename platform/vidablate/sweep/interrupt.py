@@ -74,14 +74,16 @@ def stop_runs(client: MlflowClient, experiment_id: str, sweep_id: str, parent_id
     return stopped
 
 
-def fit(tuner: Any, tracker: SweepTracker, sweep_id: str, parent_id: str) -> Any:
+def fit(tuner: Any, tracker: SweepTracker, sweep_id: str, parent_id: str,
+        exp_path: str | None = None) -> Any:
     """``tuner.fit()``; when a signal stopped it, mark the runs KILLED and raise
-    SweepInterrupted with the command that resumes the sweep."""
+    SweepInterrupted with the command that resumes the sweep. ``exp_path``: the experiment's
+    URI (Tune's ``experiment_path`` drops the ``s3://`` of a cloud storage)."""
     try:
         grid = tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C during Tune's last save
         raise _interrupted(tracker, sweep_id, parent_id, None, signal.SIGINT) from None
-    left, total = unfinished(grid.experiment_path)
+    left, total = unfinished(exp_path or grid.experiment_path)
     if left:
         raise _interrupted(tracker, sweep_id, parent_id, (total - left, total),
                            signal_received())

@@ -30,6 +30,7 @@ from ..train.keys import (
     DIVERGED_KEY,
     HISTORY_KEY,
     KSHOT_KEY,
+    NODE_KEY,
     REPLAYED_KEY,
 )
 from .outbox import Outbox
@@ -43,6 +44,10 @@ TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 SPACE_HASH_TAG = "vidablate.space.sha256"
 """SHA-256 of the space file a sweep ran (the dashboard marks the table stale when it changes)."""
+NODE_TAG = "vidablate.node"
+"""The Ray node id that trained a trial's last reported epoch."""
+NODES_TAG = "vidablate.nodes"
+"""Every node a trial trained on, in order (more than one when a node was lost)."""
 CHECKPOINT_TAG = "vidablate.checkpoint"
 """A finished trial's last checkpoint (``vidablate predict RUN_ID`` loads it)."""
 TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm", "top1",
@@ -288,6 +293,15 @@ _LIVE: dict[str, MLflowTrialCallback] = {}
 """Sweep id -> the callback Tune calls (a restored Tuner unpickles its own copy)."""
 
 
+def checkpoint_uri(checkpoint: Any) -> str | None:
+    """A Tune checkpoint's location as a URI: its ``path`` lacks the ``s3://`` of a cloud
+    storage (``vidablate predict`` reads the tag back)."""
+    path = getattr(checkpoint, "path", None)
+    fs = getattr(checkpoint, "filesystem", None)
+    kind = getattr(fs, "type_name", "local")
+    return f"{kind}://{path}" if path and kind not in ("local", "mock") else path
+
+
 def deliver_held(sweep_id: str, report_dir: Path, wait_s: float | None = None) -> None:
     """After ``fit``: deliver the writes a tracking outage held. If the store does not answer
     within ``wait_s`` (``outbox.WAIT_AT_END_S``), raise ``TrackingUnreachable`` naming them;
@@ -335,6 +349,8 @@ class MLflowTrialCallback(Callback):
         """Trial key -> (epochs reported under this driver, the last epoch reported)."""
         self._done: set[str] = set()
         self._outbox: Outbox | None = None
+        self._nodes: dict[str, list[str]] = {}
+        """Run id -> the nodes it trained on, in order (read once from its tag)."""
         _LIVE[sweep_id] = self
 
     def __getstate__(self) -> dict[str, Any]:  # the client is rebuilt after a restore
@@ -350,7 +366,7 @@ class MLflowTrialCallback(Callback):
         again by their tags, and restart the progress clock."""
         self.__dict__.update(state)
         self._started = time.time()
-        self._began, self._steps, self._done = {}, {}, set()
+        self._began, self._steps, self._done, self._nodes = {}, {}, set(), {}
         if _DRIVER_STATE:
             self.tracking_uri = _DRIVER_STATE["tracking_uri"]
             self.experiment = _DRIVER_STATE["experiment"]
@@ -482,6 +498,8 @@ class MLflowTrialCallback(Callback):
                 self._logged[run_id] = step
             if run_id and isinstance(result.get(KSHOT_KEY), str):
                 self.client.log_text(run_id, result[KSHOT_KEY], f"{KSHOT_KEY}.json")
+            if run_id and isinstance(result.get(NODE_KEY), str):
+                self._log_node(run_id, result[NODE_KEY])
 
         self.outbox.send(f"trial {key}: epoch {step} metrics", log)
         n, _ = self._steps.get(key, (0, 0))
@@ -502,6 +520,19 @@ class MLflowTrialCallback(Callback):
         return [Metric(k, float(v), now, step) for k, v in values.items()
                 if tracked(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
                 and math.isfinite(v) and self._charted(run_id, k, v)]
+
+    def _log_node(self, run_id: str, node: str) -> None:
+        """Tag the node of this epoch; append it to the run's node list when it changed."""
+        if self._nodes.get(run_id, [""])[-1:] == [node]:
+            return
+        if run_id not in self._nodes:
+            known = self.client.get_run(run_id).data.tags.get(NODES_TAG, "")
+            self._nodes[run_id] = [n for n in known.split(",") if n]
+        nodes = self._nodes[run_id]
+        if not nodes or nodes[-1] != node:
+            nodes.append(node)
+        self.client.log_batch(run_id, tags=[RunTag(NODE_TAG, node),
+                                            RunTag(NODES_TAG, ",".join(nodes)[:5000])])
 
     def _log_history(self, trial: Any, result: dict) -> None:
         """Log the checkpointed epochs a restored trial carries that MLflow lacks (trained
@@ -530,7 +561,7 @@ class MLflowTrialCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finished(trials, trial, "finished")
         last = dict(trial.last_result or {})
-        checkpoint = getattr(getattr(trial, "checkpoint", None), "path", None)
+        checkpoint = checkpoint_uri(getattr(trial, "checkpoint", None))
         end = int(time.time() * 1000)
 
         def finish() -> None:

@@ -17,3 +17,6 @@ DIAGNOSTIC_METRICS = ("sgam_entropy", "sgam_window_mass", "sgam_peak_in_window",
                       "sirm_entropy", "sirm_window_mass", "sirm_peak_in_window",
                       "window_fraction", "imu_grad_norm")
 """Per-epoch measurements of IS-CLIP's IMU-driven modules (``vidablate.train.diagnostics``)."""
+NODE_KEY = "node"
+"""Every epoch's report names the Ray node that trained it (its node id): the sweep tags the
+run with it, and with every node the trial ran on, in order, when it moved (a lost node)."""

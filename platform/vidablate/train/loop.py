@@ -39,7 +39,7 @@ from ..model import VideoCLIP, build_model
 from .averaging import EpochAverage
 from .checkpoint import CHECKPOINT_MARGIN, load_state, save_state
 from .diagnostics import GradNorm, ProbeSet, has_imu_modules
-from .keys import DIVERGED_KEY, HISTORY_KEY, KSHOT_KEY, REPLAYED_KEY
+from .keys import DIVERGED_KEY, HISTORY_KEY, KSHOT_KEY, NODE_KEY, REPLAYED_KEY
 from .step import train_step
 
 
@@ -482,6 +482,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_kd": float(sums[2]) / n,
             "corrupt_train": float(sums[4]),
             "world_size": world,
+            NODE_KEY: ray.get_runtime_context().get_node_id(),
             **imu_grad.read(),
             **(once if epoch == start_epoch else {}),
         }
