@@ -39,6 +39,7 @@ from .hpo import run_hpo
 from .lock import store_created, sweep_lock
 from .preflight import (
     check_local_gpu,
+    check_object_store,
     check_resources,
     check_storage,
     check_tracking,
@@ -191,6 +192,8 @@ def run_sweep(
                                                         random_weights=True)))
         return None
     check_storage(_storage(settings))
+    if settings.cache != "off" and "://" in (settings.cache_path or ""):
+        check_object_store(root, "cache_path")  # the default is under the storage checked above
     with sweep_lock(_storage(settings), sid, shlex.join(settings.command or sys.argv)):
         return _launch(space, trials, sid, root, planned, settings)
 
