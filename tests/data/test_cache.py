@@ -151,10 +151,13 @@ def test_trials_that_cannot_use_the_cache_say_why(tmp_path, kw, reason):
     assert not p.use and reason in p.reason
 
 
-def test_cache_off_and_cloud_roots_are_refused_with_a_reason(tmp_path):
+def test_cache_off_and_roots_other_than_paths_and_s3_are_refused_with_a_reason(tmp_path):
     cfg, net, data = _trial()
     assert cache.plan(cfg, net, data, str(tmp_path), "off").reason == "cache=off"
-    assert "filesystem path" in cache.plan(cfg, net, data, "s3://bucket/cache").reason
+    gcs = cache.plan(cfg, net, data, "gs://bucket/cache")
+    assert not gcs.use and "filesystem path" in gcs.reason and "s3://" in gcs.reason
+    s3 = cache.plan(cfg, net, data, "s3://bucket/cache/")  # tests/data/test_cache_s3.py
+    assert s3.use and s3.entries["train"].root == f"s3://bucket/cache/{s3.entries['train'].key}"
     with pytest.raises(cache.CacheError, match="cache='sometimes'"):
         cache.plan(cfg, net, data, str(tmp_path), "sometimes")
 

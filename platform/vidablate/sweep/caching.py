@@ -37,7 +37,9 @@ class TrialCache:
 
 
 def cache_root(path: str | None, storage: str) -> str:
-    """``cache_path`` or ``<storage>/feature_cache`` (the sweep storage is shared by nodes)."""
+    """``cache_path`` or ``<storage>/feature_cache`` (the sweep storage is shared by nodes;
+    under an ``s3://`` storage the cache is on the object store, staged to each node's disk
+    as ``vidablate.data.cache`` describes)."""
     return path or f"{storage.rstrip('/')}/feature_cache"
 
 
@@ -217,7 +219,9 @@ def describe_plan(tc: TrialCache, trainer: dict[str, Any]) -> str:
 
 
 def ensure_folder(root: str) -> None:
-    """The cache folder must be creatable (checked before any trial starts)."""
+    """The cache folder must be creatable (checked before any trial starts). An ``s3://`` root
+    is probed by the pre-flight instead (``preflight.check_object_store``: an explicit
+    cache_path, or the storage_path a derived root lies under)."""
     if "://" in root:
         return
     path = Path(root)
