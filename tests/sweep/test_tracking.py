@@ -197,3 +197,49 @@ def test_runs_are_tagged_with_the_nodes_that_trained_them(tmp_path):
         cb.on_trial_result(0, [trial], trial, {"epoch": epoch, "train_loss": 1.0, "node": node})
     tags = MlflowClient(uri).get_run(SweepTracker(uri, "e").find_child("sw", t.key)).data.tags
     assert tags["vidablate.node"] == "n2" and tags["vidablate.nodes"] == "n1,n2"
+
+
+def test_a_node_tag_that_failed_to_arrive_is_sent_again(tmp_path):
+    """The node list is remembered only once the store has it: a write that failed (an
+    outage) is retried whole, not skipped as already sent."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
+    t = expand(space, seeds=[0])[0]
+    cb = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 4}, printer=False)
+    run_id = cb._run(SimpleNamespace(config={"trial": t.key}))
+    real = cb.client.log_batch
+    calls = []
+
+    def refuse_once(*args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise ConnectionError("Connection refused")
+        return real(*args, **kwargs)
+
+    cb.client.log_batch = refuse_once
+    with pytest.raises(ConnectionError):
+        cb._log_node(run_id, "n1")
+    cb._log_node(run_id, "n1")
+    assert MlflowClient(uri).get_run(run_id).data.tags["vidablate.nodes"] == "n1"
+
+
+@pytest.mark.parametrize("storage,path,want", [
+    ("/data/ray_results", "/data/ray_results/sw-train/t/checkpoint_1",
+     "/data/ray_results/sw-train/t/checkpoint_1"),
+    ("s3://bucket/ablations", "bucket/ablations/sw-train/t/checkpoint_1",
+     "s3://bucket/ablations/sw-train/t/checkpoint_1"),
+])
+def test_a_finished_run_names_its_last_checkpoint_as_a_uri(tmp_path, storage, path, want):
+    """Ray Train hands Tune the checkpoint as a path (``checkpoint_path``), without the
+    scheme of a cloud storage; the tag is what ``vidablate predict RUN_ID`` opens."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
+    t = expand(space, seeds=[0])[0]
+    cb = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 1}, printer=False,
+                             storage=storage)
+    trial = SimpleNamespace(config={"trial": t.key}, status="TERMINATED", checkpoint=None,
+                            last_result={"epoch": 1, "checkpoint_path": path})
+    cb.on_trial_start(0, [trial], trial)
+    cb.on_trial_complete(0, [trial], trial)
+    run = MlflowClient(uri).get_run(SweepTracker(uri, "e").find_child("sw", t.key))
+    assert run.data.tags["vidablate.checkpoint"] == want and run.info.status == "FINISHED"

@@ -78,7 +78,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
                 callbacks=[MLflowTrialCallback(
                     tracking_uri, experiment_name, sid, parent_id, {t.key: t for t in trials},
                     {t.key: t.experiment["trainer"]["epochs"] for t in trials},
-                    tags=tracker.run_tags)],
+                    tags=tracker.run_tags, storage=storage)],
                 failure_config=tune.FailureConfig(max_failures=max_failures),
             ),
         )

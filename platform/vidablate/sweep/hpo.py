@@ -57,7 +57,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
         TRIAL_DRIVER_RESOURCES)
     callback = HPOTrialCallback(tracker.tracking_uri, tracker.experiment, sid, parent_id,
                                 template.experiment, template.seed, epochs, space.num_samples,
-                                tags=tracker.run_tags)
+                                tags=tracker.run_tags, storage=storage)
     exp_path = f"{storage}/{sid}"
     started = time.time()
     use_driver_state(tracker.tracking_uri, tracker.experiment, parent_id, tracker.run_tags)

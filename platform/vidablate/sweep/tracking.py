@@ -44,6 +44,8 @@ TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
 SPACE_HASH_TAG = "vidablate.space.sha256"
 """SHA-256 of the space file a sweep ran (the dashboard marks the table stale when it changes)."""
+CHECKPOINT_PATH_KEY = "checkpoint_path"
+"""Where Ray Tune's ``TuneReportCallback`` puts the path of a report's Train checkpoint."""
 NODE_TAG = "vidablate.node"
 """The Ray node id that trained a trial's last reported epoch."""
 NODES_TAG = "vidablate.nodes"
@@ -293,13 +295,13 @@ _LIVE: dict[str, MLflowTrialCallback] = {}
 """Sweep id -> the callback Tune calls (a restored Tuner unpickles its own copy)."""
 
 
-def checkpoint_uri(checkpoint: Any) -> str | None:
-    """A Tune checkpoint's location as a URI: its ``path`` lacks the ``s3://`` of a cloud
-    storage (``vidablate predict`` reads the tag back)."""
-    path = getattr(checkpoint, "path", None)
-    fs = getattr(checkpoint, "filesystem", None)
-    kind = getattr(fs, "type_name", "local")
-    return f"{kind}://{path}" if path and kind not in ("local", "mock") else path
+def checkpoint_uri(path: str | None, storage: str | None) -> str | None:
+    """A trial's last checkpoint as a URI. Ray Train reports it to Tune as a path on the
+    storage's filesystem (``checkpoint_path``), which lacks the ``s3://`` of a cloud storage;
+    ``vidablate predict RUN_ID`` reads the tag back."""
+    if not path or "://" in path or not storage or "://" not in storage:
+        return path
+    return f"{storage.split('://', 1)[0]}://{path}"
 
 
 def deliver_held(sweep_id: str, report_dir: Path, wait_s: float | None = None) -> None:
@@ -330,8 +332,10 @@ class MLflowTrialCallback(Callback):
 
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, parent_id: str,
                  specs: dict[str, TrialSpec], epochs: dict[str, int], printer: bool = True,
-                 tags: dict[str, str] | None = None) -> None:
+                 tags: dict[str, str] | None = None, storage: str | None = None) -> None:
         self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.storage = storage
+        """The sweep's storage (the scheme of the checkpoint URIs)."""
         self.sweep_id, self.parent_id = sweep_id, parent_id
         self.specs = specs
         self.tags = dict(tags or {})
@@ -365,6 +369,8 @@ class MLflowTrialCallback(Callback):
         tracking URI, experiment and parent run (``use_driver_state``), find the child runs
         again by their tags, and restart the progress clock."""
         self.__dict__.update(state)
+        self.__dict__.setdefault("storage", None)  # state saved by an older version
+        self.__dict__.setdefault("_outbox", None)
         self._started = time.time()
         self._began, self._steps, self._done, self._nodes = {}, {}, set(), {}
         if _DRIVER_STATE:
@@ -523,16 +529,15 @@ class MLflowTrialCallback(Callback):
 
     def _log_node(self, run_id: str, node: str) -> None:
         """Tag the node of this epoch; append it to the run's node list when it changed."""
-        if self._nodes.get(run_id, [""])[-1:] == [node]:
-            return
         if run_id not in self._nodes:
             known = self.client.get_run(run_id).data.tags.get(NODES_TAG, "")
             self._nodes[run_id] = [n for n in known.split(",") if n]
-        nodes = self._nodes[run_id]
-        if not nodes or nodes[-1] != node:
-            nodes.append(node)
+        if self._nodes[run_id][-1:] == [node]:
+            return
+        nodes = [*self._nodes[run_id], node]  # kept only once the store has it (an outage)
         self.client.log_batch(run_id, tags=[RunTag(NODE_TAG, node),
                                             RunTag(NODES_TAG, ",".join(nodes)[:5000])])
+        self._nodes[run_id] = nodes
 
     def _log_history(self, trial: Any, result: dict) -> None:
         """Log the checkpointed epochs a restored trial carries that MLflow lacks (trained
@@ -561,7 +566,7 @@ class MLflowTrialCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finished(trials, trial, "finished")
         last = dict(trial.last_result or {})
-        checkpoint = checkpoint_uri(getattr(trial, "checkpoint", None))
+        checkpoint = checkpoint_uri(last.get(CHECKPOINT_PATH_KEY), self.storage)
         end = int(time.time() * 1000)
 
         def finish() -> None:
@@ -607,9 +612,9 @@ class HPOTrialCallback(MLflowTrialCallback):
 
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, parent_id: str,
                  common: dict[str, Any], seed: int, epochs: int, num_trials: int,
-                 tags: dict[str, str] | None = None) -> None:
+                 tags: dict[str, str] | None = None, storage: str | None = None) -> None:
         super().__init__(tracking_uri, experiment, sweep_id, parent_id, {}, {"*": epochs},
-                         tags=tags)
+                         tags=tags, storage=storage)
         self.common, self.seed, self.num_trials = common, seed, num_trials
 
     def _key(self, trial: Any) -> str:
