@@ -231,8 +231,14 @@ def final_checkpoint(storage: Path, sid: str, trial: str) -> dict[str, Any]:
     return torch.load(folder / name / "state.pt", map_location="cpu", weights_only=True)
 
 
-def checkpoint_dirs(storage: Path, sid: str, trial: str) -> set[str]:
-    folder = storage / f"{sid}-train" / trial
-    return {p.name for p in folder.glob("checkpoint_*")} if folder.is_dir() else set()
+def checkpoint_dirs(storage: Path | str, sid: str, trial: str) -> set[str]:
+    """The names of a trial's checkpoint folders, on a local or an object-store storage."""
+    import pyarrow.fs
+
+    uri = f"{storage}/{sid}-train/{trial}"
+    fs, root = pyarrow.fs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    return {f.base_name for f in found
+            if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith("checkpoint_")}
 
 

@@ -3,8 +3,8 @@
 1. SIGKILL one Ray Train worker of a 2-worker DDP trial mid-epoch: Ray Train restarts the worker
    group from the last checkpoint (``trainer.max_failures``), the trial completes, and MLflow
    has one value per epoch.
-2. SIGKILL the driver (``jobs/ablate.py``) between the two trials of a table, then run the same
-   command again: the finished trial is kept (not retrained), the other one runs, MLflow has one
+2. SIGKILL the driver (``jobs/ablate.py``) between the two trials of a table whose storage is
+   an S3 bucket (moto's server), then run the same command again: the finished trial is kept (not retrained), the other one runs, MLflow has one
    parent run and one child run per (row, seed), and the table has both rows.
 
 Both print what they measured (``pytest -s`` shows it)."""
@@ -180,10 +180,15 @@ DRIVER_ARGS = [
 ]
 
 
-def test_sigkill_driver_mid_table_then_rerun_keeps_finished_trial(ablate_cmd, tmp_path):
+def test_sigkill_driver_mid_table_then_rerun_keeps_finished_trial(ablate_cmd, tmp_path,
+                                                                  s3_server, monkeypatch):
+    """On object storage (an S3 bucket): the Tune state and checkpoints the re-run resumes
+    from are read back from the bucket."""
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = ablate_cmd + DRIVER_ARGS + [f"tracking_uri={uri}"]
-    storage = tmp_path / "ray_results"
+    storage = f"s3://{s3_server.bucket('driver-fault')}/ablations"
+    cmd = ablate_cmd + DRIVER_ARGS + [f"tracking_uri={uri}", f"storage_path={storage}"]
     first = launch(cmd, tmp_path, BUDGET)
     survivors = []
     try:
