@@ -5,6 +5,8 @@ start again (an outage), and is stopped when the test session ends."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -13,6 +15,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -60,6 +64,7 @@ class S3Server:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log = folder / "moto.log"
         self.proc: subprocess.Popen | None = None
+        self._admin: tuple[str, str] | None = None
         self.env = {"AWS_ACCESS_KEY_ID": "vidablate-test", "AWS_SECRET_ACCESS_KEY": "secret-key",
                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.endpoint,
                     "MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
@@ -87,8 +92,55 @@ class S3Server:
                                                                          Prefix=prefix)
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
+    def _iam(self, key: tuple[str, str] = ("setup", "setup")):
+        import boto3  # test-only dependency
+
+        return boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=key[0], aws_secret_access_key=key[1])
+
+    def user(self, statements: list[dict]) -> tuple[str, str, str]:
+        """A new IAM user of the server with an inline policy of these statements; (user
+        name, access key id, secret key). moto enforces it only while ``checking()``; call
+        this before that block (it also makes the admin that ``policy`` uses within it)."""
+        if self._admin is None:
+            self._admin = ("", "")  # not None while the admin itself is made
+            self._admin = self.user([{"Effect": "Allow", "Action": "*", "Resource": "*"}])[1:]
+        iam = self._iam()
+        name = f"user-{uuid.uuid4().hex[:8]}"
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": statements}))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return name, key["AccessKeyId"], key["SecretAccessKey"]
+
+    def policy(self, user: str, statements: list[dict]) -> None:
+        """Replace the user's inline policy, as the admin (moto applies it to the next
+        request, also within ``checking()``)."""
+        self._iam(self._admin).put_user_policy(
+            UserName=user, PolicyName="s3",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+
+    @contextlib.contextmanager
+    def checking(self) -> Iterator[None]:
+        """moto accepts any key unless told otherwise: within the block it checks signatures
+        and IAM policies of every request to the server."""
+        def set_count(count: bytes) -> None:
+            urllib.request.urlopen(urllib.request.Request(
+                f"{self.endpoint}/moto-api/reset-auth", data=count, method="POST",
+                headers={"Content-Type": "text/plain"}), timeout=10).read()
+
+        set_count(b"0")
+        try:
+            yield
+        finally:
+            set_count(b"inf")
+
     def stop(self) -> None:
         _stop(self.proc)
+
+
+ALLOW_S3 = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+DENY_PUT = {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "*"}
 
 
 class Postgres:

@@ -22,8 +22,10 @@ class FakeTuner:
     """``fit`` saves a Tune state with these trial statuses (as Tune's state file holds them)
     and returns a grid pointing at it."""
 
-    def __init__(self, folder, statuses: list[str], raise_kb: bool = False) -> None:
+    def __init__(self, folder, statuses: list[str], raise_kb: bool = False,
+                 errors: int = 0) -> None:
         self.folder, self.statuses, self.raise_kb = folder, statuses, raise_kb
+        self.errors = errors
 
     def fit(self):
         if self.raise_kb:
@@ -31,7 +33,7 @@ class FakeTuner:
         data = [[json.dumps({"status": s, "trial_id": str(i)}), "{}"]
                 for i, s in enumerate(self.statuses)]
         (self.folder / "experiment_state-2026.json").write_text(json.dumps({"trial_data": data}))
-        return SimpleNamespace(experiment_path=str(self.folder))
+        return SimpleNamespace(experiment_path=str(self.folder), num_errors=self.errors)
 
 
 @pytest.fixture
@@ -52,6 +54,15 @@ def test_finished_fit_passes_through(sweep, tmp_path):
     grid = interrupt.fit(FakeTuner(tmp_path, ["TERMINATED", "ERROR"]), sweep.tracker, "sw",
                          sweep.parent)
     assert grid.experiment_path == str(tmp_path)
+    assert sweep.client.get_run(sweep.parent).info.status == "RUNNING"
+
+
+def test_a_trial_that_errored_unsaved_is_not_an_interruption(sweep, tmp_path):
+    """Storage that refused writes keeps the failed trial's last saved status (RUNNING);
+    the in-memory grid knows it errored: the sweep failed, no signal stopped it."""
+    grid = interrupt.fit(FakeTuner(tmp_path, ["TERMINATED", "RUNNING"], errors=1),
+                         sweep.tracker, "sw", sweep.parent)
+    assert grid.num_errors == 1
     assert sweep.client.get_run(sweep.parent).info.status == "RUNNING"
 
 

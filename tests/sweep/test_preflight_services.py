@@ -5,18 +5,13 @@ gives one ``ConfigError`` naming the setting and the fix, in seconds, never with
 from __future__ import annotations
 
 import importlib.util
-import json
 import socket
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import boto3
 import pytest
 
-from tests.services import free_port
+from tests.services import ALLOW_S3, DENY_PUT, free_port
 from vidablate.errors import ConfigError
 from vidablate.sweep.preflight import check_object_store, check_storage, check_tracking
 from vidablate.sweep.runner import SweepSettings, run_sweep
@@ -49,36 +44,11 @@ def aws(s3_server, monkeypatch) -> dict[str, str]:
 def iam_keys(s3_server) -> dict[str, tuple[str, str]]:
     """Two IAM users of the moto server (made while it checks no credentials): ``writer``
     may do anything in S3, ``reader`` everything but PutObject."""
-    iam = boto3.client("iam", endpoint_url=s3_server.endpoint, region_name="us-east-1",
-                       aws_access_key_id="setup", aws_secret_access_key="setup")
     keys = {}
-    for role, extra in (("writer", []),
-                        ("reader", [{"Effect": "Deny", "Action": "s3:PutObject",
-                                     "Resource": "*"}])):
-        name = f"preflight-{role}-{uuid.uuid4().hex[:8]}"
-        iam.create_user(UserName=name)
-        policy = {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}, *extra]}
-        iam.put_user_policy(UserName=name, PolicyName="s3", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName=name)["AccessKey"]
-        keys[role] = (key["AccessKeyId"], key["SecretAccessKey"])
+    for role, extra in (("writer", []), ("reader", [DENY_PUT])):
+        _, key_id, secret = s3_server.user([ALLOW_S3, *extra])
+        keys[role] = (key_id, secret)
     return keys
-
-
-@contextmanager
-def _moto_checks_credentials(s3_server) -> Iterator[None]:
-    """moto accepts any key unless told otherwise: from now on it checks signatures and IAM
-    policies (of every request to the server), until the block ends."""
-    def set_count(count: bytes) -> None:
-        urllib.request.urlopen(urllib.request.Request(
-            f"{s3_server.endpoint}/moto-api/reset-auth", data=count, method="POST",
-            headers={"Content-Type": "text/plain"}), timeout=10).read()
-
-    set_count(b"0")
-    try:
-        yield
-    finally:
-        set_count(b"inf")
 
 
 def _no_probe_left(s3_server, bucket: str) -> None:
@@ -141,7 +111,7 @@ def test_refused_credentials_name_the_variable_never_the_secret(s3_server, aws, 
                                                                 monkeypatch):
     bucket = s3_server.bucket(f"pf-auth-{uuid.uuid4().hex[:8]}")
     key_id, secret = iam_keys["writer"]
-    with _moto_checks_credentials(s3_server):
+    with s3_server.checking():
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
         good, _ = _timed(check_storage, f"s3://{bucket}/sweeps")  # a real key pair passes
@@ -168,7 +138,7 @@ def test_bucket_that_denies_writes(s3_server, aws, iam_keys, monkeypatch):
     key_id, secret = iam_keys["reader"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-    with _moto_checks_credentials(s3_server):
+    with s3_server.checking():
         err, took = _timed(check_storage, f"s3://{bucket}/sweeps")
     assert err is not None and took < BOUND_S, took
     assert (f"bucket {bucket!r} at {s3_server.endpoint} denies writes under 'sweeps'"

@@ -84,6 +84,9 @@ def fit(tuner: Any, tracker: SweepTracker, sweep_id: str, parent_id: str,
     except KeyboardInterrupt:  # a second Ctrl-C during Tune's last save
         raise _interrupted(tracker, sweep_id, parent_id, None, signal.SIGINT) from None
     left, total = unfinished(exp_path or grid.experiment_path)
+    # a trial that errored while its storage refused writes is saved as it was last written
+    # (RUNNING): it failed, no signal stopped it
+    left -= min(left, getattr(grid, "num_errors", 0))
     if left:
         raise _interrupted(tracker, sweep_id, parent_id, (total - left, total),
                            signal_received())
