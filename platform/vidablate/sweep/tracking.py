@@ -504,7 +504,7 @@ class MLflowTrialCallback(Callback):
                 self._logged[run_id] = step
             if run_id and isinstance(result.get(KSHOT_KEY), str):
                 self.client.log_text(run_id, result[KSHOT_KEY], f"{KSHOT_KEY}.json")
-            if run_id and isinstance(result.get(NODE_KEY), str):
+            if run_id and isinstance(result.get(NODE_KEY), str) and result[NODE_KEY]:
                 self._log_node(run_id, result[NODE_KEY])
 
         self.outbox.send(f"trial {key}: epoch {step} metrics", log)

@@ -43,6 +43,11 @@ from .keys import DIVERGED_KEY, HISTORY_KEY, KSHOT_KEY, NODE_KEY, REPLAYED_KEY
 from .step import train_step
 
 
+def _node_id() -> str:
+    """The Ray node this worker runs on; empty outside Ray (asking would start a local Ray)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -482,7 +487,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_kd": float(sums[2]) / n,
             "corrupt_train": float(sums[4]),
             "world_size": world,
-            NODE_KEY: ray.get_runtime_context().get_node_id(),
+            NODE_KEY: _node_id(),
             **imu_grad.read(),
             **(once if epoch == start_epoch else {}),
         }
