@@ -50,13 +50,14 @@ def run_table(space: str, epochs: int, rows: list[str] | None) -> dict[str, floa
 
 
 def per_clip(space: str, backbone: str, size: int, frames: int, classes: int,
-             repeats: int) -> list[dict[str, float | str]]:
+             repeats: int, model: dict | None = None,
+             rows: list[str] | None = None) -> list[dict[str, float | str]]:
     from vidablate.sweep.caching import plan_trials
     from vidablate.sweep.cost import measure
     from vidablate.sweep.space import expand, load_space
 
     sp = load_space(space)
-    over = {"model": {"backbone": backbone, "pretrained": None},
+    over = {"model": {"backbone": backbone, "pretrained": None, **(model or {})},
             "data": {"image_size": size, "num_frames": frames, "train_per_class": 1,
                      "test_per_class": 1}}
     trials = expand(sp, None, over, [0])
@@ -64,7 +65,7 @@ def per_clip(space: str, backbone: str, size: int, frames: int, classes: int,
         plans = plan_trials(trials, tmp, "auto")
     out = []
     for t in trials:
-        if not t.experiment["trainer"]["epochs"]:
+        if not t.experiment["trainer"]["epochs"] or (rows and t.row not in rows):
             continue
         tc = plans[t.key]
         c = measure(t.experiment, tc, batch=1, repeats=repeats, classes=classes)
@@ -80,6 +81,16 @@ def per_clip(space: str, backbone: str, size: int, frames: int, classes: int,
 def table_ratio(u: float, c: float, b: float, epochs: int, trials: int, draws: int,
                 decode: float) -> float:
     return trials * epochs * (u + decode) / (draws * (b + decode) + trials * epochs * c)
+
+
+def whole_table_ratio(rows: list[dict], seeds: int, epochs: int, draws: int,
+                      decode: float) -> float:
+    """A table's cost without / with the cache from its rows' per-clip costs (the rows share
+    their cached entries, so one build per clip)."""
+    u = sum(r["train_s"] + decode for r in rows)
+    c = sum(r["train_cached_s"] for r in rows)
+    b = max(r["build_s"] for r in rows) + decode
+    return seeds * epochs * u / (draws * b + seeds * epochs * c)
 
 
 def main() -> None:
@@ -121,10 +132,7 @@ def main() -> None:
             cells.append(" / ".join(f"{x:.1f}" for x in ratios))
         print(f"| {r['row']} | {cells[0]} | {cells[1]} |")
     for seeds in (1, 3):
-        u = sum(r["train_s"] + args.decode_s for r in rows)
-        c = sum(r["train_cached_s"] for r in rows)
-        b = max(r["build_s"] for r in rows) + args.decode_s  # the rows share their entries
-        ratio = seeds * args.paper_epochs * u / (args.draws * b + seeds * args.paper_epochs * c)
+        ratio = whole_table_ratio(rows, seeds, args.paper_epochs, args.draws, args.decode_s)
         print(f"whole table ({len(rows)} trained rows x {seeds} seed(s), decode included): "
               f"{ratio:.1f}x cheaper with the cache")
         results[f"table_ratio_{seeds}_seeds"] = ratio

@@ -9,8 +9,8 @@ bf16 autocast, SDPA attention, optional ``--compile`` and ``--activation-checkpo
 
 The peak is measured first: the best of several dense bf16 GEMMs (8192^3) on this device.
 FLOPs of one training step (forward + backward, optimizer excluded: the same ``train_step``
-called with no optimizers, on the uncompiled model) are counted with ``FlopCounterMode`` (the
-MHA fast path off, as in ``model_cost.py``); MFU = counted FLOPs / step time / measured peak.
+called with no optimizers, on the uncompiled model) are counted with
+``vidablate.sweep.cost.counting_flops`` (FlopCounterMode with every attention matmul counted); MFU = counted FLOPs / step time / measured peak.
 Only the timed region synchronises the device.
 
     python benchmarks/gpu_step.py [--batch 32] [--compile] [--json out.json]
@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from vidablate.config import ExperimentConfig  # noqa: E402
 from vidablate.model import build_model  # noqa: E402
+from vidablate.sweep.cost import counting_flops  # noqa: E402
 from vidablate.train.loop import make_optimizers, seed_everything  # noqa: E402
 from vidablate.train.step import train_step  # noqa: E402
 
@@ -84,14 +84,8 @@ def run_mode(mode: str, backbone: str, size: int, frames: int, batch: int, steps
 
     model.train()
     step()  # warm-up: class text features, compilation, allocator
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with FlopCounterMode(display=False) as counter:  # the same step, optimizer excluded
-            train_step(model, model, {}, video, None, names, target, device=device,
-                       autocast=bf16)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with counting_flops() as counter:  # the same step, optimizer excluded
+        train_step(model, model, {}, video, None, names, target, device=device, autocast=bf16)
     flops = counter.get_total_flops()
     step()
     if device.type == "cuda":

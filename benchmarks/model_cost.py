@@ -14,8 +14,8 @@ forward of the tail it copies during training only, and its parameters are liste
   MAP re-encodes every class prompt per video; X-CLIP's prompt generator attends to the video);
   measured with ``--classes`` classes (default 400, Kinetics-400).
 
-The fused attention fast path is switched off while counting (FlopCounterMode would miss
-it). torch counts a multiply-add as 2 FLOPs; fvcore (used by the X-CLIP and OmniCLIP papers) counts
+Attention is counted in full (``vidablate.sweep.cost.counting_flops``: FlopCounterMode has no
+formula for the CPU's fused SDPA kernel or nn.MultiheadAttention's fast path). torch counts a multiply-add as 2 FLOPs; fvcore (used by the X-CLIP and OmniCLIP papers) counts
 it as 1, so their "GFLOPs" compare with our GMACs = GFLOPs / 2.
 
     python benchmarks/model_cost.py [--frames 8] [--classes 400] [--out results.json]
@@ -30,12 +30,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from vidablate.config import ExperimentConfig  # noqa: E402
 from vidablate.model import build_model  # noqa: E402
+from vidablate.sweep.cost import counting_flops  # noqa: E402
 
 FROZEN = {"model.trainable_blocks": 0, "model.train_visual_proj": False, "model.distill": False}
 
@@ -89,9 +89,9 @@ def measure(toggles: dict, frames: int, classes: int) -> dict[str, float]:
     names = _names(classes)
     with torch.no_grad():
         model(video, imu, names)  # warm-up: fills the caches of a frozen text side
-        with FlopCounterMode(display=False) as video_only:
+        with counting_flops() as video_only:
             out = model.encode_video(video, imu)
-        with FlopCounterMode(display=False) as text_side:
+        with counting_flops() as text_side:
             model.logits_of(out, names)
     return {
         "params_M": (total - teacher_params) / 1e6,
@@ -109,9 +109,6 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    # nn.MultiheadAttention's inference fast path is one fused kernel that FlopCounterMode does
-    # not count; the unfused path computes the same attention and is counted.
-    torch.backends.mha.set_fastpath_enabled(False)
     rows = {}
     for name in args.methods:
         start = time.time()

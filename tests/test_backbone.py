@@ -229,6 +229,48 @@ def test_text_encoder_normalised_and_matches_clip():
     assert not feats.requires_grad
 
 
+def _widths(clip) -> list[int]:
+    """Record the sequence length of every text-transformer call."""
+    seen: list[int] = []
+    clip.transformer.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    return seen
+
+
+def test_trimmed_text_tower_matches_the_full_length_run():
+    clip, tok = _clip()
+    names = ["cat", "dog", "red square moving left"]
+    seen = _widths(clip)
+    trimmed = TextEncoder(clip, tok, "a video of {}.", raw=True)(names)
+    full = TextEncoder(clip, tok, "a video of {}.", raw=True, trim=False)(names)
+    tokens = tok([f"a video of {n}." for n in names])
+    assert seen == [int(tokens.argmax(-1).max()) + 1, tokens.shape[1]] and seen[0] < seen[1]
+    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-6)
+
+
+def test_trimmed_learnable_context_matches_full_length_with_its_gradient():
+    clip, tok = _clip()
+    names = ["cat", "a dog jumping over a fence"]
+    out = {}
+    for trim in (True, False):
+        text = TextEncoder(clip, tok, "a video of {}.", raw=True, trim=trim)
+        ctx = text.context_init("a video of a", 4)[None].repeat(2, 1, 1).requires_grad_()
+        feats = text.encode_context(ctx, names)
+        (feats * torch.linspace(-1, 1, feats.shape[-1])).sum().backward()
+        out[trim] = feats.detach(), ctx.grad
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-4, atol=1e-6)
+    assert out[True][1].abs().sum() > 0
+
+
+def test_text_tower_without_a_causal_mask_is_not_trimmed():
+    clip, tok = _clip()
+    text = TextEncoder(clip, tok, "a video of {}.")
+    tokens = tok(["cat"])
+    assert text.used_length(tokens) < tokens.shape[1]
+    clip.attn_mask = None  # a bidirectional tower reads every position
+    assert text.used_length(tokens) == tokens.shape[1]
+
+
 def test_text_encoder_uses_the_template():
     clip, tok = _clip()
     a = TextEncoder(clip, tok, "a video of {}.")(["cat"])

@@ -348,7 +348,10 @@ class TextEncoder(nn.Module):
     or more hand-crafted prompts with ``{}`` for the class name; several are ensembled by
     averaging their normalised features (X-CLIP Table 9 "ensemble"). ``encode_context`` runs
     the tower on learnable context vectors in place of the first words of the prompt (CoOp
-    style; motionprompt MAP, X-CLIP Table 9 "learnable vectors").
+    style; motionprompt MAP, X-CLIP Table 9 "learnable vectors"). ``trim`` runs the tower
+    only over the positions up to the batch's last end-of-text token: CLIP's text tower is
+    causal and reads its feature there (CLIP, Radford et al. 2021, §2.4), so later positions
+    cannot change it; off reproduces open_clip's full 77-position run.
     """
 
     def __init__(
@@ -358,9 +361,11 @@ class TextEncoder(nn.Module):
         template: str | list[str] | tuple[str, ...],
         trainable: bool = False,
         raw: bool = False,
+        trim: bool = True,
     ) -> None:
         super().__init__()
         self.raw = raw
+        self.trim = trim
         self.clip = clip
         self.tokenizer = tokenizer
         self.templates = [template] if isinstance(template, str) else list(template)
@@ -398,16 +403,33 @@ class TextEncoder(nn.Module):
         ``embeds`` [N, L, W] replacing the looked-up ones (gradient flows into ``embeds``)."""
         clip = self.clip
         if embeds is None:
-            return clip.encode_text(tokens).float()
+            embeds = clip.token_embedding(tokens)
         cast = clip.transformer.get_cast_dtype()
-        x = embeds.to(cast) + clip.positional_embedding.to(cast)
-        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask))
+        length = self.used_length(tokens)
+        tokens, embeds = tokens[:, :length], embeds[:, :length]
+        mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
+        x = embeds.to(cast) + clip.positional_embedding[:length].to(cast)
+        x = clip.ln_final(clip.transformer(x, attn_mask=mask))
         x = open_clip.transformer.text_global_pool(
             x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
         if clip.text_projection is not None:
             x = clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) \
                 else x @ clip.text_projection
         return x.float()
+
+    def used_length(self, tokens: torch.Tensor) -> int:
+        """The token positions the pooled feature can depend on: up to the last end-of-text
+        token of the batch when ``trim`` is on, the tower is causal (CLIP's ``attn_mask``) and
+        pools at the end-of-text token (``argmax`` / ``eos``); all positions otherwise."""
+        clip, full = self.clip, tokens.shape[1]
+        if not self.trim or clip.attn_mask is None or clip.text_pool_type not in ("argmax",
+                                                                                  "eos"):
+            return full
+        if clip.text_pool_type == "argmax":
+            last = tokens.argmax(dim=-1)
+        else:
+            last = (tokens == clip.text_eos_id).int().argmax(dim=-1)
+        return min(full, int(last.max()) + 1) if tokens.numel() else full
 
     def _encode(self, names: tuple[str, ...]) -> torch.Tensor:
         feats = []

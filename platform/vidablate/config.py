@@ -44,6 +44,10 @@ class BackboneKnobs:
     """Fine-tune the visual projection ("the last fully connected layer", isclip §II-B)."""
     train_text: bool = False
     """Fine-tune the CLIP text tower (X-CLIP Table 7); frozen (and cached) by default."""
+    trim_text: bool = True
+    """Run the text tower only up to the batch's last end-of-text token (a cost knob: CLIP's
+    causal tower reads its feature there, so features match the full 77-position run to float
+    rounding; ``backbone.TextEncoder``). Off runs every position, as open_clip does."""
     temperature: float = 0.0
     """tau of the cosine logits, logits = cos / tau; 0 = the backbone's logit scale
     (exp(logit_scale) = 100 for OpenAI CLIP, which X-CLIP, STDD, OmniCLIP and IS-CLIP keep).

@@ -235,7 +235,7 @@ def build_model(cfg: ModelConfig, num_frames: int) -> VideoCLIP:
         return_patches=parts.patches or False,
     )
     text = TextEncoder(clip, tokenizer, parts.templates or cfg.prompt_template,
-                       trainable=cfg.train_text, raw=parts.raw_text)
+                       trainable=cfg.train_text, raw=parts.raw_text, trim=cfg.trim_text)
     scale = clip.logit_scale if not cfg.temperature else \
         torch.tensor(math.log(1.0 / cfg.temperature))
     return VideoCLIP(

@@ -205,6 +205,18 @@ def launch(cmd: list[str], cwd: Path, timeout: float, attempts: int = 3) -> Cli:
     raise AssertionError("unreachable")
 
 
+def run_to_end(cmd: list[str], cwd: Path, timeout: float, name: str) -> tuple[Cli, int]:
+    """Launch the CLI and wait for its exit code; its session is killed and its output kept
+    (``<name>.stdout.log``) whatever happens."""
+    cli = launch(cmd, cwd, timeout)
+    try:
+        code = cli.wait(timeout)
+    finally:
+        cli.kill_session()
+        cli.dump(name)
+    return cli, code
+
+
 SWEEP_LINE = re.compile(r"^sweep (\S+): \d+ trials", re.M)
 
 

@@ -6,8 +6,11 @@
 2. SIGKILL the driver (``jobs/ablate.py``) between the two trials of a table whose storage is
    an S3 bucket (moto's server), then run the same command again: the finished trial is kept (not retrained), the other one runs, MLflow has one
    parent run and one child run per (row, seed), and the table has both rows.
+3. The bucket starts denying writes after a trial's first checkpoint: the trial fails with the
+   store's reason (exit 1), the kept checkpoint stays readable, and the same command after the
+   policy is fixed resumes the trial from it.
 
-Both print what they measured (``pytest -s`` shows it)."""
+All print what they measured (``pytest -s`` shows it)."""
 
 from __future__ import annotations
 
@@ -26,11 +29,13 @@ from tests.e2e.faults_helpers import (
     describe,
     final_checkpoint,
     launch,
+    run_to_end,
     sweep_id,
     train_workers,
     tune_results,
     wait_until,
 )
+from tests.services import ALLOW_S3, DENY_PUT
 
 pytestmark = pytest.mark.e2e
 
@@ -234,12 +239,7 @@ def test_sigkill_driver_mid_table_then_rerun_keeps_finished_trial(ablate_cmd, tm
     base_history = {k: [(m.step, m.value, m.timestamp) for m in
                         client.get_metric_history(base.info.run_id, k)]
                     for k in ("train_loss", "hm")}
-    again = launch(cmd, tmp_path, BUDGET)
-    try:
-        code = again.wait(BUDGET)
-    finally:
-        again.kill_session()
-        again.dump("again")
+    again, code = run_to_end(cmd, tmp_path, BUDGET, "again")
     assert code == 0, f"re-run exit code {code}{again.tail()}"
     out = again.stdout
     assert "resum" in out, f"the re-run did not resume the sweep{again.tail()}"
@@ -275,3 +275,72 @@ def test_sigkill_driver_mid_table_then_rerun_keeps_finished_trial(ablate_cmd, tm
           f"({base.info.end_time} -> {base_after.info.end_time}); first run "
           f"{t_kill - first.started:.0f} s until the kill, re-run "
           f"{time.time() - again.started:.0f} s")
+
+
+# --------------------------------------------------------------------------------------------
+# 3. the bucket starts denying writes mid-trial; the re-run after the fix resumes
+# --------------------------------------------------------------------------------------------
+
+BUCKET_EPOCHS = 4
+BUCKET_ARGS = [
+    "space=isclip_modules", "rows=[baseline]", "num_cpus=2", f"trainer.epochs={BUCKET_EPOCHS}",
+    "data.train_per_class=4", "data.test_per_class=1", "trainer.batch_size=8", "seeds=[0]",
+    "cache=off", "max_trial_failures=0", "trainer.max_failures=0",
+]
+
+
+def test_bucket_that_denies_writes_fails_the_trial_with_that_reason_and_rerun_resumes(
+        ablate_cmd, tmp_path, s3_server, monkeypatch):
+    """moto checks an IAM user's policy: allowed, then ``s3:PutObject`` denied after the first
+    checkpoint, then allowed again for the re-run."""
+    import pyarrow.fs
+
+    bucket = s3_server.bucket(f"deny-{os.getpid()}")
+    user, key, secret = s3_server.user([ALLOW_S3])
+    for k, v in {**s3_server.env, "AWS_ACCESS_KEY_ID": key,
+                 "AWS_SECRET_ACCESS_KEY": secret}.items():
+        monkeypatch.setenv(k, v)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = f"s3://{bucket}/ablations"
+    cmd = ablate_cmd + BUCKET_ARGS + [f"tracking_uri={uri}", f"storage_path={storage}"]
+    with s3_server.checking():
+        first = launch(cmd, tmp_path, BUDGET)
+        try:
+            sid = sweep_id(first.stdout)
+            wait_until("the first checkpoint in the bucket",
+                       lambda: checkpoint_dirs(storage, sid, "baseline-s0"), BUDGET, first, 0.2)
+            s3_server.policy(user, [ALLOW_S3, DENY_PUT])
+            t_deny = time.time()
+            code = first.wait(BUDGET)
+        finally:
+            first.kill_session()
+            first.dump("denied")
+        assert code == 1, f"exit code {code} while the bucket denied writes{first.tail()}"
+        reason = [line for line in first.stderr.splitlines()
+                  if line.startswith("trial baseline seed 0: failed")]
+        assert reason and "ACCESS_DENIED" in reason[0], f"no denial reason{first.tail()}"
+        kept = sorted(checkpoint_dirs(storage, sid, "baseline-s0"))
+        assert kept, "the checkpoint written before the denial is gone"
+        fs, root = pyarrow.fs.FileSystem.from_uri(f"{storage}/{sid}-train/baseline-s0/{kept[-1]}")
+        files = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+        assert any(f.size for f in files), f"checkpoint {kept[-1]} has no readable file"
+        child = [r for r in _runs(uri, "isclip_modules")[1]
+                 if r.data.tags.get("vidablate.row") == "baseline"]
+        assert len(child) == 1 and child[0].info.status == "FAILED", child
+        assert "ACCESS_DENIED" in child[0].data.tags.get("vidablate.failure", ""), child[0]
+        epochs_before = max(e for _, k, e in first.progress() if k == "baseline-s0")
+
+        s3_server.policy(user, [ALLOW_S3])
+        again, code = run_to_end(cmd, tmp_path, BUDGET, "allowed")
+    assert code == 0, f"re-run exit code {code}{again.tail()}"
+    resumed = [e for _, k, e in again.progress() if k == "baseline-s0"]
+    assert resumed and resumed[-1] == BUCKET_EPOCHS and resumed[0] > 1, (
+        f"the re-run did not resume from a kept checkpoint: epochs {resumed}{again.tail()}")
+    (child,) = [r for r in _runs(uri, "isclip_modules")[1]
+                if r.data.tags.get("vidablate.row") == "baseline"]
+    assert child.info.status == "FINISHED"
+    assert _steps(MlflowClient(uri), child.info.run_id, "train_loss") == \
+        list(range(1, BUCKET_EPOCHS + 1))
+    print(f"\n[bucket denies writes] denied {t_deny - first.started:.0f} s into the run after "
+          f"epoch {epochs_before}; kept checkpoints {kept}; reason: {reason[0][:200]}; re-run "
+          f"resumed at epoch {resumed[0]} and finished in {time.time() - again.started:.0f} s")

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
-from tests.e2e.faults_helpers import launch, wait_until
+from tests.e2e.faults_helpers import launch, run_to_end, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -95,12 +95,7 @@ def test_sigint_then_sigterm_then_the_same_command_completes(ablate_cmd, tmp_pat
                         f"{seen[-1] if seen else '?'}, stopped {stop_s:.1f} s after the signal, "
                         f"exit {code}")
 
-    again = launch(cmd, tmp_path, BUDGET)
-    try:
-        code = again.wait(BUDGET)
-    finally:
-        again.kill_session()
-        again.dump("again")
+    again, code = run_to_end(cmd, tmp_path, BUDGET, "again")
     assert code == 0, f"re-run exit code {code}{again.tail()}"
     runs = _children(uri)
     parents = [r for r in runs if r.data.tags.get("vidablate.kind") == "sweep"]

@@ -136,6 +136,15 @@ def build_protocol(cfg: ExperimentConfig) -> ProtocolData:
     return _manifest(cfg, train_s, eval_s, seed)
 
 
+def train_class_names(cfg: ExperimentConfig) -> list[str]:
+    """The class names a trial trains on (the base classes under base-to-novel), read as
+    ``build_protocol`` reads them, without its clips."""
+    d = cfg.data
+    names = class_names(d.num_classes) if d.is_synthetic else read_class_names(
+        d.class_names_file)
+    return [names[i] for i in _classes(d, len(names))[0]]
+
+
 def _classes(cfg: DataConfig, num_classes: int) -> tuple[list[int], list[int]]:
     if cfg.protocol == "base_novel":
         return base_novel_classes(num_classes, cfg.base_classes)

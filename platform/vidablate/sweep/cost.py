@@ -7,18 +7,21 @@ how many decode processes a GPU needs."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import replace as dataclasses_replace
 from typing import Any
 
 import pyarrow.parquet as pq
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ExperimentConfig
 from ..data import cache
-from ..data.synthetic import class_names
+from ..data.protocols import train_class_names
 from ..model import build_model
 from ..train.loop import make_optimizers, seed_everything
 from ..train.step import train_step
@@ -56,8 +59,8 @@ def _timed(fn: Any, device: torch.device, repeats: int) -> float:
 
 def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats: int = 2,
             classes: int | None = None) -> StepCost:
-    """Time one configuration's steps with random weights and inputs at its real shapes
-    (``classes`` overrides the number of class names scored)."""
+    """Time one configuration's steps with random weights and inputs at its real shapes and
+    the trial's class names (``classes`` overrides how many are scored, repeating them)."""
     cfg = ExperimentConfig.from_dict(experiment)
     use_gpu = cfg.trainer.use_gpu and torch.cuda.is_available()
     device = torch.device("cuda" if use_gpu else "cpu")
@@ -70,8 +73,8 @@ def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats:
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     video = torch.randn(batch, d.num_frames, 3, size, size, device=device)
     imu = torch.randn(batch, 6, d.num_frames * d.imu_rate, device=device)
-    classes = classes or (d.base_classes if d.protocol == "base_novel" else d.num_classes)
-    names = [f"action number {i}" for i in range(classes)]
+    real = train_class_names(cfg)  # a prompt file (STDD) covers these names, not placeholders
+    names = [real[i % len(real)] for i in range(classes or len(real))]
     target = torch.zeros(batch, dtype=torch.long, device=device)
     optimizers, _ = make_optimizers(model, cfg.trainer) if cfg.trainer.epochs else ({}, {})
     select = cache.token_selection(model.frame_encoder)[0]
@@ -243,6 +246,39 @@ def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
     return "\n".join(lines)
 
 
+def _sdpa(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None,
+          **kwargs: Any) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _sdpa_backward(grad: Any, query: Any, key: Any, value: Any, *args: Any,
+                   out_shape: Any = None, **kwargs: Any) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad, query, key, value)
+
+
+ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward,
+}
+"""The fused attention kernels of the CPU that torch's FlopCounterMode has no formula for
+(it counts them as zero), with its formulas for the GPU kernels: QK^T and A V forward; the
+backward's four gradient matmuls and the recomputed QK^T."""
+
+
+@contextlib.contextmanager
+def counting_flops() -> Iterator[FlopCounterMode]:
+    """torch's FlopCounterMode, counting every attention matmul: the CPU's fused SDPA kernels
+    (``ATTENTION_FLOPS``) and nn.MultiheadAttention with its inference fast path (one fused
+    kernel no formula covers) switched off while counting."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
+            yield counter
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
 def model_cost(experiment: dict[str, Any]) -> tuple[int, int, float]:
     """(total params, trainable params, forward GFLOPs of one view) of a trial's model, built
     on CPU with random weights and measured with torch's FlopCounterMode (cached class text
@@ -256,14 +292,9 @@ def model_cost(experiment: dict[str, Any]) -> tuple[int, int, float]:
     size = size[0] if isinstance(size, (tuple, list)) else size
     video = torch.zeros(1, cfg.data.num_frames, 3, int(size), int(size))
     imu = torch.zeros(1, 6, cfg.data.num_frames * cfg.data.imu_rate)
-    names = class_names(min(cfg.data.num_classes, 32))
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # FlopCounterMode misses the fused MHA kernel
-    try:
-        with torch.no_grad():
-            model(video, imu, names)  # warm-up: cached class text is encoded once, not per view
-            with FlopCounterMode(display=False) as counter:
-                model(video, imu, names)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    names = train_class_names(cfg)[:32]
+    with torch.no_grad():
+        model(video, imu, names)  # warm-up: cached class text is encoded once, not per view
+        with counting_flops() as counter:
+            model(video, imu, names)
     return total, trainable, counter.get_total_flops() / 1e9

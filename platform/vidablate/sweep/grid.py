@@ -30,6 +30,7 @@ from .tracking import (
     log_seed_summaries,
     log_table_summary,
     record_failures,
+    trial_error,
     use_driver_state,
 )
 from .trial import TRIAL_DRIVER_RESOURCES, run_trial
@@ -94,7 +95,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
         t = by_key[key]
         metrics = {k: float(v) for k, v in (result.metrics or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        outcomes[key] = _outcome(t, result, metrics)
+        outcomes[key] = _outcome(t, result, metrics, trial_error(sid, key))
     for t in trials:
         outcomes.setdefault(t.key, TrialOutcome(t.row, t.seed, {}, "missing"))
     ordered = [outcomes[t.key] for t in trials]
@@ -127,12 +128,14 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
     return markdown, files, ordered
 
 
-def _outcome(t: TrialSpec, result: Any, metrics: dict[str, float]) -> TrialOutcome:
-    """ok only when the trial reached its last epoch without error or divergence."""
+def _outcome(t: TrialSpec, result: Any, metrics: dict[str, float],
+             seen: str = "") -> TrialOutcome:
+    """ok only when the trial reached its last epoch without error or divergence; ``seen`` is
+    the error the driver saw, for a result whose error file the storage did not keep."""
     diverged = (result.metrics or {}).get(DIVERGED_KEY)
     if isinstance(diverged, str):
         return TrialOutcome(t.row, t.seed, {}, "diverged", diverged)
     done = metrics.get("epoch") == t.experiment["trainer"]["epochs"]
-    status = "ok" if result.error is None and done else "failed"
-    return TrialOutcome(t.row, t.seed, metrics, status,
-                        "" if result.error is None else str(result.error)[-4000:])  # the innermost error is last
+    error = seen if result.error is None else str(result.error)[-4000:]
+    status = "ok" if not error and done else "failed"
+    return TrialOutcome(t.row, t.seed, metrics, status, error)  # the innermost error is last

@@ -26,6 +26,7 @@ from .tracking import (
     encode_hpo_key,
     hpo_trial_key,
     record_failures,
+    trial_error,
     use_driver_state,
 )
 from .trial import TRIAL_DRIVER_RESOURCES, run_hpo_trial
@@ -87,10 +88,11 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         trial_id = (result.metrics or {}).get("trial_id")
         key = hpo_trial_key(trial_id) if trial_id else Path(result.path).name
+        error = trial_error(sid, key) if result.error is None else str(result.error)[-4000:]
         rows.append((key, decode_hpo_config(result.config or {}), metrics,
-                     "ok" if result.error is None and metrics.get("epoch") == epochs else "failed"))
-        if result.error is not None:
-            errors.append((key, str(result.error)[-4000:]))
+                     "ok" if not error and metrics.get("epoch") == epochs else "failed"))
+        if error:
+            errors.append((key, error))
     rows.sort(key=lambda r: r[0])
     markdown, csv = hpo_table(space, rows)
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -324,6 +324,14 @@ def deliver_held(sweep_id: str, report_dir: Path, wait_s: float | None = None) -
             f"the checkpoints")
 
 
+def trial_error(sweep_id: str, key: str) -> str:
+    """The error text of a failed trial as the driver saw it (empty when none): what a trial
+    result lacks when Tune could not write its error file to the storage (a bucket that
+    denies writes)."""
+    callback = _LIVE.get(sweep_id)
+    return callback.errors.get(key, "") if callback is not None else ""
+
+
 class MLflowTrialCallback(Callback):
     """Tune callback on the driver: creates (or finds again) a trial's child run when the trial
     starts, logs its per-epoch metrics, its status at the end, and prints one progress line
@@ -355,6 +363,8 @@ class MLflowTrialCallback(Callback):
         self._outbox: Outbox | None = None
         self._nodes: dict[str, list[str]] = {}
         """Run id -> the nodes it trained on, in order (read once from its tag)."""
+        self.errors: dict[str, str] = {}
+        """Trial key -> the error text Tune wrote on the driver's disk when the trial failed."""
         _LIVE[sweep_id] = self
 
     def __getstate__(self) -> dict[str, Any]:  # the client is rebuilt after a restore
@@ -371,6 +381,7 @@ class MLflowTrialCallback(Callback):
         self.__dict__.update(state)
         self.__dict__.setdefault("storage", None)  # state saved by an older version
         self.__dict__.setdefault("_outbox", None)
+        self.__dict__.setdefault("errors", {})
         self._started = time.time()
         self._began, self._steps, self._done, self._nodes = {}, {}, set(), {}
         if _DRIVER_STATE:
@@ -587,6 +598,10 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finished(trials, trial, "failed")
+        try:  # Tune reads it back from the storage, which lacks it when the storage refused it
+            self.errors[self._key(trial)] = Path(trial.error_file).read_text()[-4000:]
+        except (OSError, TypeError):  # no error file (TypeError: no local path)
+            pass
         end = int(time.time() * 1000)
 
         def fail() -> None:
