@@ -29,13 +29,17 @@ def _write(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-def test_hpo_table_lists_each_trial_with_values_and_metrics(tmp_path):
+def test_hpo_table_lists_each_trial_with_values_metrics_and_epochs(tmp_path):
     space = load_space(_write(tmp_path, _hpo()))
     rows = [("hpo-a", {"trainer.lr_new": 0.01, "model.sgam_hidden": 32, "model.stft_hop": 5},
-             {"hm": 40.0, "base_acc": 50.0}, "ok"),
-            ("hpo-b", {"trainer.lr_new": 0.001}, {}, "failed")]
-    md, csv = hpo_table(space, rows)
-    assert "| hpo-a | 0.01 | 32 | 5 | 40.0 | 50.0 | ok |" in md
+             {"hm": 40.0, "base_acc": 50.0, "epoch": 9}, "ok"),
+            ("hpo-b", {"trainer.lr_new": 0.001}, {}, "failed"),
+            ("hpo-c", {"trainer.lr_new": 0.1}, {"hm": 10.0, "epoch": 3}, "stopped")]
+    md, csv = hpo_table(space, rows, "asha early stopping")
+    assert "Optuna TPE, asha early stopping, objective hm (max)" in md
+    assert "| hpo-a | 0.01 | 32 | 5 | 40.0 | 50.0 | 9 | ok |" in md
+    assert "| hpo-c | 0.1 |  |  | 10.0 |  | 3 | stopped |" in md
+    assert md.endswith("3 trials, 12 trial-epochs trained")
     assert csv.splitlines()[0] == "trial,trainer.lr_new,model.sgam_hidden,model.stft_hop,hm," \
-                                  "base_acc,status"
-    assert csv.splitlines()[2] == "hpo-b,0.001,,,,,failed"
+                                  "base_acc,epochs,status"
+    assert csv.splitlines()[2] == "hpo-b,0.001,,,,,0,failed"

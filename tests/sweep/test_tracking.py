@@ -18,6 +18,7 @@ from vidablate.report.table import TrialOutcome, build_table
 from vidablate.sweep.provenance import run_tags
 from vidablate.sweep.space import SHIPPED_SPACES, expand, load_space
 from vidablate.sweep.tracking import (
+    HPOTrialCallback,
     MLflowTrialCallback,
     SweepTracker,
     log_seed_summaries,
@@ -185,11 +186,16 @@ def test_epochs_checkpointed_while_the_driver_was_away_are_logged_once(tmp_path)
     assert sorted(steps) == list(range(1, 8))
 
 
-def test_runs_are_tagged_with_the_nodes_that_trained_them(tmp_path):
-    """A trial that moves to another node (its node was lost) lists both, in order."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture
+def one_trial(tmp_path):
+    """(tracking URI, the first trial of IS-CLIP Table II)."""
     space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
-    t = expand(space, seeds=[0])[0]
+    return f"sqlite:///{tmp_path / 'mlflow.db'}", expand(space, seeds=[0])[0]
+
+
+def test_runs_are_tagged_with_the_nodes_that_trained_them(one_trial):
+    """A trial that moves to another node (its node was lost) lists both, in order."""
+    uri, t = one_trial
     cb = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 4}, printer=False)
     trial = SimpleNamespace(config={"trial": t.key}, last_result={}, status="RUNNING")
     cb.on_trial_start(0, [trial], trial)
@@ -199,12 +205,10 @@ def test_runs_are_tagged_with_the_nodes_that_trained_them(tmp_path):
     assert tags["vidablate.node"] == "n2" and tags["vidablate.nodes"] == "n1,n2"
 
 
-def test_a_node_tag_that_failed_to_arrive_is_sent_again(tmp_path):
+def test_a_node_tag_that_failed_to_arrive_is_sent_again(one_trial):
     """The node list is remembered only once the store has it: a write that failed (an
     outage) is retried whole, not skipped as already sent."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
-    t = expand(space, seeds=[0])[0]
+    uri, t = one_trial
     cb = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 4}, printer=False)
     run_id = cb._run(SimpleNamespace(config={"trial": t.key}))
     real = cb.client.log_batch
@@ -229,12 +233,10 @@ def test_a_node_tag_that_failed_to_arrive_is_sent_again(tmp_path):
     ("s3://bucket/ablations", "bucket/ablations/sw-train/t/checkpoint_1",
      "s3://bucket/ablations/sw-train/t/checkpoint_1"),
 ])
-def test_a_finished_run_names_its_last_checkpoint_as_a_uri(tmp_path, storage, path, want):
+def test_a_finished_run_names_its_last_checkpoint_as_a_uri(one_trial, storage, path, want):
     """Ray Train hands Tune the checkpoint as a path (``checkpoint_path``), without the
     scheme of a cloud storage; the tag is what ``vidablate predict RUN_ID`` opens."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    space = load_space(SHIPPED_SPACES / "isclip_modules.yaml")
-    t = expand(space, seeds=[0])[0]
+    uri, t = one_trial
     cb = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 1}, printer=False,
                              storage=storage)
     trial = SimpleNamespace(config={"trial": t.key}, status="TERMINATED", checkpoint=None,
@@ -243,3 +245,25 @@ def test_a_finished_run_names_its_last_checkpoint_as_a_uri(tmp_path, storage, pa
     cb.on_trial_complete(0, [trial], trial)
     run = MlflowClient(uri).get_run(SweepTracker(uri, "e").find_child("sw", t.key))
     assert run.data.tags["vidablate.checkpoint"] == want and run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("stopping,epochs,status", [
+    ("asha early stopping (max 4 epochs, grace period 1, reduction factor 2)", 2, "KILLED"),
+    ("asha early stopping (max 4 epochs, grace period 1, reduction factor 2)", 4, "FINISHED"),
+    ("", 2, "FINISHED"),
+])
+def test_an_hpo_trial_stopped_early_is_killed_with_its_reason(one_trial, stopping, epochs,
+                                                             status, capsys):
+    uri, t = one_trial
+    cb = HPOTrialCallback(uri, "e", "sw", "p", t.experiment, 0, 4, 3, stopping=stopping)
+    trial = SimpleNamespace(trial_id="abc_00001", config={"trainer__lr_new": 0.01},
+                            status="TERMINATED", last_result={"epoch": epochs})
+    cb.on_trial_start(0, [trial], trial)
+    cb.on_trial_complete(0, [trial], trial)
+    run = MlflowClient(uri).get_run(SweepTracker(uri, "e").find_child("sw", "hpo-abc_00001"))
+    assert run.info.status == status
+    if status == "KILLED":
+        assert run.data.tags["vidablate.stopped"] == f"{stopping}: stopped after epoch 2 of 4"
+        assert "hpo-abc_00001            stopped" in capsys.readouterr().out
+    else:
+        assert "vidablate.stopped" not in run.data.tags

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ..errors import ConfigError, NoSpaceError, SweepInterrupted, TrackingUnreachable
+from .schedulers import TYPES as SCHEDULER_TYPES
 from .space import SHIPPED_SPACES, expand, load_space, overridden_toggles, select_rows
 
 if TYPE_CHECKING:  # annotations only; main imports the runner when a sweep runs
@@ -223,6 +224,12 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
                 f"{key} is what the table varies (set by {', '.join(varied)}), so it would be "
                 f"ignored; choose rows with rows=[...] or copy the space file and edit its rows",
                 task_overrides))
+        scheduler = raw.get("scheduler") or ""
+        if scheduler and scheduler not in SCHEDULER_TYPES:
+            raise ConfigError(f"scheduler={scheduler}: must be one of {SCHEDULER_TYPES}")
+        if scheduler and space.kind != "hpo":
+            raise ConfigError(f"scheduler={scheduler}: space={raw['space']} is a table; "
+                              f"early stopping applies to HPO spaces (kind: hpo)")
         # every trial's config, checked before Ray, Tune and MLflow load (seconds sooner)
         try:
             expand(chosen, base, overrides, seeds, recipe)
@@ -240,6 +247,7 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
             verbose_workers=bool(raw["verbose_workers"]), dry_run=bool(raw["dry_run"]),
             cache="off" if raw["cache"] in (False, "off") else str(raw["cache"]),
             cache_path=raw["cache_path"], cache_only=cache_only, recipe=recipe,
+            scheduler=scheduler,
             command=list(command or []),
         )
         report = run_sweep(str(raw["space"]), base, overrides, settings)

@@ -204,11 +204,14 @@ def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
         lines = [f"space {space.name}: Optuna TPE, {space.num_samples} trials maximising"
                  if space.objective["mode"] == "max" else
                  f"space {space.name}: Optuna TPE, {space.num_samples} trials minimising",
-                 f"  objective {space.objective['metric']}; seed {t.seed}"]
+                 f"  objective {space.objective['metric']}; seed {t.seed}; "
+                 f"{space.scheduler.describe(epochs)}"]
         for key, dim in space.search.items():
             lines.append(f"  {key:<28} {dim}")
         lines.append(f"  total: {space.num_samples * epochs * clips} training clip passes "
-                     f"({space.num_samples} x {epochs} epochs x {clips} clips)")
+                     f"({space.num_samples} x {epochs} epochs x {clips} clips)"
+                     + ("" if space.scheduler.type == "fifo" else
+                        ", at most: early stopping ends most trials sooner"))
         if plans and t.key in plans:
             lines.append(f"  every trial: {describe_plan(plans[t.key], t.experiment['trainer'])}"
                          f" (sampled values that change the frozen prefix build their own "

@@ -16,6 +16,7 @@ from ..report.hpo import hpo_table
 from ..report.table import TrialOutcome
 from . import interrupt
 from .preflight import _redact
+from .schedulers import Scheduler
 from .space import Space, TrialSpec
 from .tracking import (
     HPOTrialCallback,
@@ -40,14 +41,18 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
     """Optuna TPE through Ray Tune's OptunaSearch: ``num_samples`` trials, each one
     TorchTrainer; a restarted driver restores the searcher and the unfinished trials. Returns
     the table's Markdown, its files and one outcome per trial (arguments as ``grid.run_grid``;
-    ``template`` holds the common config and the seed)."""
+    ``template`` holds the common config and the seed; the space's scheduler stops trials
+    early)."""
     # optuna and Ray's OptunaSearch take ~0.4 s to import and only HPO spaces need them
     from optuna.samplers import TPESampler
     from ray.tune.search.optuna import OptunaSearch
 
     metric, mode = space.objective["metric"], space.objective["mode"]
     epochs = int(template.experiment["trainer"]["epochs"])
-    print(f"sweep {sid}: Optuna TPE, {space.num_samples} trials on {metric} ({mode}); storage "
+    scheduler = space.scheduler
+    stopping = scheduler.describe(epochs)
+    print(f"sweep {sid}: Optuna TPE, {stopping}, {space.num_samples} trials on {metric} "
+          f"({mode}); storage "
           f"{storage}/{sid}; MLflow {_redact(tracker.tracking_uri)} (experiment "
           f"{tracker.experiment!r}, parent run {parent_id}{'' if created else ', resumed'})",
           flush=True)
@@ -58,7 +63,8 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
         TRIAL_DRIVER_RESOURCES)
     callback = HPOTrialCallback(tracker.tracking_uri, tracker.experiment, sid, parent_id,
                                 template.experiment, template.seed, epochs, space.num_samples,
-                                tags=tracker.run_tags, storage=storage)
+                                tags=tracker.run_tags, storage=storage,
+                                stopping="" if scheduler.type == "fifo" else stopping)
     exp_path = f"{storage}/{sid}"
     started = time.time()
     use_driver_state(tracker.tracking_uri, tracker.experiment, parent_id, tracker.run_tags)
@@ -71,6 +77,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
             param_space={encode_hpo_key(k): _distribution(d) for k, d in space.search.items()},
             tune_config=tune.TuneConfig(
                 search_alg=searcher, num_samples=space.num_samples,
+                scheduler=scheduler.build(metric, mode, epochs),
                 max_concurrent_trials=max_concurrent,
                 trial_name_creator=lambda t: hpo_trial_key(t.trial_id),
                 trial_dirname_creator=lambda t: hpo_trial_key(t.trial_id),
@@ -90,11 +97,11 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
         key = hpo_trial_key(trial_id) if trial_id else Path(result.path).name
         error = trial_error(sid, key) if result.error is None else str(result.error)[-4000:]
         rows.append((key, decode_hpo_config(result.config or {}), metrics,
-                     "ok" if not error and metrics.get("epoch") == epochs else "failed"))
+                     _status(error, metrics, epochs, scheduler)))
         if error:
             errors.append((key, error))
     rows.sort(key=lambda r: r[0])
-    markdown, csv = hpo_table(space, rows)
+    markdown, csv = hpo_table(space, rows, "" if scheduler.type == "fifo" else stopping)
     report_dir.mkdir(parents=True, exist_ok=True)
     files = {"md": report_dir / "hpo.md", "csv": report_dir / "hpo.csv"}
     files["md"].write_text(markdown + "\n")
@@ -108,7 +115,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
         tracker.client.log_metric(parent_id, f"best_{metric}", best[2][metric])
         for k, v in best[1].items():
             tracker.client.set_tag(parent_id, f"vidablate.best.{k}", str(v))
-    failed = [r for r in rows if r[3] != "ok"]
+    failed = [r for r in rows if r[3] not in ("ok", STOPPED)]
     tracker.client.set_tag(parent_id, "vidablate.trials_failed", str(len(failed)))
     record_failures(tracker, sid, parent_id, errors)
     tracker.client.set_terminated(parent_id, "FAILED" if failed or not ok else "FINISHED")
@@ -121,6 +128,19 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
     outcomes = [TrialOutcome(key, template.seed, metrics, status)
                 for key, _, metrics, status in rows]
     return markdown, files, outcomes
+
+
+STOPPED = "stopped"
+"""The HPO table's status of a trial its scheduler stopped early (no error)."""
+
+
+def _status(error: str, metrics: dict[str, float], epochs: int, scheduler: Scheduler) -> str:
+    if error:
+        return "failed"
+    trained = metrics.get("epoch")
+    if trained == epochs:
+        return "ok"
+    return STOPPED if scheduler.type != "fifo" and trained else "failed"
 
 
 def _distribution(dim: dict[str, Any]) -> Any:

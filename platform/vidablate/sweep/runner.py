@@ -10,6 +10,7 @@ storage.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -91,6 +92,9 @@ class SweepSettings:
     """Where cached features live; default ``<storage>/feature_cache`` (shared by nodes)."""
     cache_only: bool = False
     """Build the trials' feature-cache entries and stop (``jobs/cache_features.py``)."""
+    scheduler: str = ""
+    """HPO: early stopping, one of ``schedulers.TYPES`` with the space's settings; empty =
+    the space's own ``scheduler`` (fifo when it names none)."""
     recipe: str = "auto"
     """The papers' recipes: ``auto`` (each space's own ``recipe`` on real data), ``none``, or a
     recipe name for every trial (``conf/recipe/<name>.yaml``)."""
@@ -183,7 +187,12 @@ def run_sweep(
     space = load_space(space_name)
     if settings.rows:
         space = select_rows(space, settings.rows)
+    if settings.scheduler:
+        space = dataclasses.replace(space, scheduler=dataclasses.replace(
+            space.scheduler, type=settings.scheduler))
     trials = expand(space, base, overrides, settings.seeds, settings.recipe)  # fails before any trial starts
+    if space.kind == "hpo":
+        space.scheduler.check(f"{space.path}", int(trials[0].experiment["trainer"]["epochs"]))
     sid = sweep_id(space, trials)
     root = _cache_root(settings)
     planned = trials if space.kind != "hpo" else trials[:1]  # HPO: the template's prefix

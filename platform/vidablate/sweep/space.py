@@ -19,10 +19,11 @@ from omegaconf import OmegaConf
 
 from ..config import DATA_PATH_FIELDS, ConfigError, ExperimentConfig, dotted_to_nested, merge
 from ..report.claims import Claim, parse_claim
+from .schedulers import Scheduler, parse_scheduler
 
 _TOP_KEYS = {"name", "paper", "title", "source", "metrics", "fixed", "seeds", "rows", "notes",
              "kind", "objective", "num_samples", "sampler", "search", "dataset", "recipe",
-             "embedded", "reference", "claims", "claims_note"}
+             "embedded", "reference", "claims", "claims_note", "scheduler"}
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "conf" / "recipe"
 """The papers' recipes (``recipe=<name>``, a Hydra group): their training and evaluation
 settings, with the paper sentence or official-code fact of each value."""
@@ -89,6 +90,8 @@ class Space:
     """What the paper says about the table, judged after the sweep (``report.claims``)."""
     claims_note: str = ""
     """Why a table lists no claims (the paper draws none from it, or it is a record only)."""
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    """HPO: early stopping of sampled trials (``sweep.schedulers``); fifo = none."""
 
 
 @dataclass
@@ -209,6 +212,13 @@ def load_space(name_or_path: str | Path) -> Space:
             raise SpaceError(f"{path}: 'search' is empty")
         for key, dim in search.items():
             _check_dimension(path, key, dim)
+    elif raw.get("scheduler") is not None:
+        raise SpaceError(f"{path}: scheduler stops HPO trials early; a table runs every row "
+                         f"to the end")
+    try:
+        scheduler = parse_scheduler(str(path), raw.get("scheduler"))
+    except ConfigError as err:
+        raise SpaceError(str(err)) from None
     return Space(
         name=str(raw["name"]), paper=str(raw.get("paper", "")), title=str(raw.get("title", "")),
         source=str(raw.get("source", "")), metrics={str(k): str(v) for k, v in metrics.items()},
@@ -216,7 +226,7 @@ def load_space(name_or_path: str | Path) -> Space:
         notes=str(raw.get("notes", "")), kind=kind, objective=objective,
         num_samples=num_samples, search=search, dataset=str(raw.get("dataset") or ""),
         recipe=str(raw.get("recipe") or ""), embedded=dict(raw.get("embedded") or {}),
-        reference=reference, claims=claims, claims_note=claims_note,
+        reference=reference, claims=claims, claims_note=claims_note, scheduler=scheduler,
     )
 
 
@@ -422,7 +432,10 @@ def sweep_id(space: Space, trials: list[TrialSpec]) -> str:
     """
     blob = json.dumps([[t.key, t.experiment] for t in trials]
                       + ([space.search, space.objective, space.num_samples]
-                         if space.kind == "hpo" else []), sort_keys=True, default=str)
+                         if space.kind == "hpo" else [])
+                      + ([dataclasses.asdict(space.scheduler)]
+                         if space.scheduler.type != "fifo" else []),
+                      sort_keys=True, default=str)
     return f"{space.name}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 

@@ -39,6 +39,9 @@ from .space import TrialSpec
 
 SWEEP_TAG = "vidablate.sweep_id"
 FAILURE_TAG = "vidablate.failure"
+STOPPED_TAG = "vidablate.stopped"
+"""Why an HPO trial ended before its last epoch: its early-stopping scheduler, as MLflow's
+run status KILLED."""
 """Why a run failed (the trial's error, or the divergence), on the child and the parent."""
 TRIAL_TAG = "vidablate.trial_key"
 PARENT_TAG = "mlflow.parentRunId"
@@ -365,6 +368,8 @@ class MLflowTrialCallback(Callback):
         """Run id -> the nodes it trained on, in order (read once from its tag)."""
         self.errors: dict[str, str] = {}
         """Trial key -> the error text Tune wrote on the driver's disk when the trial failed."""
+        self.stopping = ""
+        """The early-stopping scheduler of an HPO sweep (its description); empty = none."""
         _LIVE[sweep_id] = self
 
     def __getstate__(self) -> dict[str, Any]:  # the client is rebuilt after a restore
@@ -382,6 +387,7 @@ class MLflowTrialCallback(Callback):
         self.__dict__.setdefault("storage", None)  # state saved by an older version
         self.__dict__.setdefault("_outbox", None)
         self.__dict__.setdefault("errors", {})
+        self.__dict__.setdefault("stopping", "")
         self._started = time.time()
         self._began, self._steps, self._done, self._nodes = {}, {}, set(), {}
         if _DRIVER_STATE:
@@ -575,8 +581,9 @@ class MLflowTrialCallback(Callback):
                   f"({self._count(trials)})", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finished(trials, trial, "finished")
         last = dict(trial.last_result or {})
+        early = self.stopping and int(last.get("epoch", 0)) < self._total(self._key(trial))
+        self._finished(trials, trial, "stopped" if early else "finished")
         checkpoint = checkpoint_uri(last.get(CHECKPOINT_PATH_KEY), self.storage)
         end = int(time.time() * 1000)
 
@@ -591,8 +598,13 @@ class MLflowTrialCallback(Callback):
                 if checkpoint:
                     self.client.set_tag(run_id, CHECKPOINT_TAG, str(checkpoint))
                 diverged = isinstance(last.get(DIVERGED_KEY), str)
-                self.client.set_terminated(run_id, "FAILED" if diverged else "FINISHED",
-                                           end_time=end)
+                trained, total = int(last.get("epoch", 0)), self._total(self._key(trial))
+                stopped = bool(self.stopping) and not diverged and trained < total
+                if stopped:
+                    self.client.set_tag(run_id, STOPPED_TAG, (
+                        f"{self.stopping}: stopped after epoch {trained} of {total}"))
+                self.client.set_terminated(run_id, "FAILED" if diverged else
+                                           "KILLED" if stopped else "FINISHED", end_time=end)
 
         self.outbox.send(f"trial {self._key(trial)}: run FINISHED", finish)
 
@@ -627,9 +639,11 @@ class HPOTrialCallback(MLflowTrialCallback):
 
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, parent_id: str,
                  common: dict[str, Any], seed: int, epochs: int, num_trials: int,
-                 tags: dict[str, str] | None = None, storage: str | None = None) -> None:
+                 tags: dict[str, str] | None = None, storage: str | None = None,
+                 stopping: str = "") -> None:
         super().__init__(tracking_uri, experiment, sweep_id, parent_id, {}, {"*": epochs},
                          tags=tags, storage=storage)
+        self.stopping = stopping
         self.common, self.seed, self.num_trials = common, seed, num_trials
 
     def _key(self, trial: Any) -> str:
