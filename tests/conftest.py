@@ -205,3 +205,13 @@ def mlflow_server(tmp_path, s3_server, postgres):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def aws(s3_server, monkeypatch) -> dict[str, str]:
+    """The moto server's AWS variables, and nothing else of the machine's AWS setup."""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.env

@@ -30,16 +30,6 @@ def _timed(check, *args) -> tuple[ConfigError | None, float]:
     return None, time.monotonic() - start
 
 
-@pytest.fixture
-def aws(s3_server, monkeypatch) -> dict[str, str]:
-    """The moto server's AWS variables, and nothing else of the machine's AWS setup."""
-    for name in ("AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in s3_server.env.items():
-        monkeypatch.setenv(name, value)
-    return s3_server.env
-
-
 @pytest.fixture(scope="module")
 def iam_keys(s3_server) -> dict[str, tuple[str, str]]:
     """Two IAM users of the moto server (made while it checks no credentials): ``writer``

@@ -8,9 +8,11 @@ how many decode processes a GPU needs."""
 from __future__ import annotations
 
 import contextlib
+import heapq
+import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from dataclasses import replace as dataclasses_replace
 from typing import Any
 
@@ -27,6 +29,7 @@ from ..train.loop import make_optimizers, seed_everything
 from ..train.step import train_step
 from .caching import TrialCache, describe_plan
 from .space import Space, TrialSpec
+from .timing import SWEEP_START_S, TRIAL_START_S, Timings
 
 
 @dataclass
@@ -46,15 +49,19 @@ class StepCost:
 
 
 def _timed(fn: Any, device: torch.device, repeats: int) -> float:
+    """The fastest of ``repeats`` calls after a warm-up: the least disturbed by other load on
+    the machine, so two dry runs agree."""
     fn()  # warm-up (text features, allocator)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    best = math.inf
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats: int = 2,
@@ -63,6 +70,17 @@ def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats:
     the trial's class names (``classes`` overrides how many are scored, repeating them)."""
     cfg = ExperimentConfig.from_dict(experiment)
     use_gpu = cfg.trainer.use_gpu and torch.cuda.is_available()
+    threads = torch.get_num_threads()
+    if not use_gpu:  # a Ray worker runs torch on the CPUs it asked for (OMP_NUM_THREADS)
+        torch.set_num_threads(max(int(cfg.trainer.cpus_per_worker), 1))
+    try:
+        return _measure(cfg, tc, batch, repeats, classes, use_gpu)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(cfg: ExperimentConfig, tc: TrialCache, batch: int, repeats: int,
+             classes: int | None, use_gpu: bool) -> StepCost:
     device = torch.device("cuda" if use_gpu else "cpu")
     autocast = use_gpu and cfg.trainer.amp
     seed_everything(0)
@@ -112,6 +130,9 @@ class TableCost:
     """Seconds with the cache, its building included."""
     build: float
     device: str
+    trials: dict[str, float] = field(default_factory=dict)
+    """Trial key -> seconds inside its training loop as it will run (from the cache when its
+    plan reads it)."""
 
 
 def table_cost(trials: list[TrialSpec], plans: dict[str, TrialCache],
@@ -122,6 +143,7 @@ def table_cost(trials: list[TrialSpec], plans: dict[str, TrialCache],
     without = with_cache = build = 0.0
     passes = 0
     built: set[str] = set()
+    per_trial: dict[str, float] = {}
     device = "cpu"
     for t in trials:
         tc = plans[t.key]
@@ -130,6 +152,9 @@ def table_cost(trials: list[TrialSpec], plans: dict[str, TrialCache],
                      t.experiment["data"]["base_classes"], t.experiment["data"]["num_classes"]))
         if blob not in costs:
             costs[blob] = measure(t.experiment, tc, repeats=repeats)
+            batch = min(int(t.experiment["trainer"]["batch_size"]), 16)
+            if costs[blob].train * 2 < 0.1 and batch > 2:  # a light model: per-step costs
+                costs[blob] = measure(t.experiment, tc, batch=batch, repeats=repeats)  # matter
         c = costs[blob]
         device = c.device
         tr, ev = t.experiment["trainer"], t.experiment["eval"]
@@ -143,13 +168,29 @@ def table_cost(trials: list[TrialSpec], plans: dict[str, TrialCache],
         without += cost_off
         if not tc.plan.use:
             with_cache += cost_off
+            per_trial[t.key] = cost_off
             continue
-        with_cache += epochs * n_train * c.train_cached + evals * n_eval * c.eval_cached
+        per_trial[t.key] = epochs * n_train * c.train_cached + evals * n_eval * c.eval_cached
+        with_cache += per_trial[t.key]
         for entry in tc.plan.entries.values():
             if entry.key not in built:
                 built.add(entry.key)
                 build += entry.rows * entry.views * c.build
-    return TableCost(passes, without, with_cache + build, build, device)
+    return TableCost(passes, without, with_cache + build, build, device, per_trial)
+
+
+def wall_estimate(tc: TableCost, concurrency: int, fixed: Timings | None) -> float:
+    """Seconds of wall time of the table on this machine: each trial's loop time plus the fixed
+    cost per trial, run ``concurrency`` at once (longest first into the first free slot, as
+    Tune starts queued trials when one ends), after the cache entries are built (Ray tasks,
+    ``concurrency`` at once) and with the fixed cost per sweep. ``fixed`` is what the last
+    sweep on this storage measured (``sweep.timing``); None takes the defaults there."""
+    per_trial = fixed.trial_start_s if fixed else TRIAL_START_S
+    per_sweep = fixed.sweep_start_s if fixed else SWEEP_START_S
+    slots = [0.0] * max(concurrency, 1)
+    for seconds in sorted(tc.trials.values(), reverse=True):
+        heapq.heapreplace(slots, slots[0] + seconds + per_trial)
+    return per_sweep + tc.build / max(concurrency, 1) + max(slots)
 
 
 def format_cost(tc: TableCost) -> str:
@@ -192,11 +233,14 @@ def recipe_line(space: Space, trials: list[TrialSpec]) -> str:
 
 
 def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
-             plans: dict[str, TrialCache] | None = None) -> str:
+             plans: dict[str, TrialCache] | None = None, concurrency: int = 0,
+             fixed: Timings | None = None) -> str:
     """Dry-run view: the trials a space expands to and their estimated cost (training clip
     passes; the model's trainable parameters and forward GFLOPs per view, measured by building
     each distinct configuration on CPU); with ``plans``, each trial's feature-cache decision
-    and resource request, and device-hours with and without the cache (``table_cost``)."""
+    and resource request, and device-hours with and without the cache (``table_cost``); with
+    ``concurrency`` (trials at once), the table's wall time (``wall_estimate``) as one line
+    ``estimate: <seconds> s wall on this machine (<cpu|gpu>)``."""
     if space.kind == "hpo":
         t = trials[0]
         clips = _train_clips(t.experiment["data"])
@@ -244,8 +288,18 @@ def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
         on = sum(plans[t.key].plan.use for t in trials)
         lines.append(f"  feature cache: {on} of {len(trials)} trials read it")
         if cost:
-            lines.append(format_cost(table_cost(trials, plans,
-                                                {k: v.clips for k, v in plans.items()})))
+            tc = table_cost(trials, plans, {k: v.clips for k, v in plans.items()})
+            lines.append(format_cost(tc))
+            if concurrency:
+                wall = wall_estimate(tc, concurrency, fixed)
+                source = (f"measured by sweep {fixed.sweep} on this storage" if fixed else
+                          "no sweep has run on this storage yet: the development machine's "
+                          "figures")
+                per_trial = fixed.trial_start_s if fixed else TRIAL_START_S
+                lines.append(f"  wall time: {concurrency} trial(s) at once; fixed cost "
+                             f"{per_trial:.0f} s per trial ({source}); decoding not included")
+                lines.append(f"estimate: {wall:.0f} s wall on this machine "
+                             f"({'gpu' if tc.device == 'cuda' else 'cpu'})")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from ..report.claims import judge_table
 from ..report.render import to_markdown, write_report
 from ..report.table import TrialOutcome, build_table
 from ..train.keys import DIVERGED_KEY
-from . import interrupt
+from . import interrupt, timing
 from .preflight import _redact
 from .provenance import provenance
 from .space import Space, TrialSpec
@@ -118,6 +118,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
     markdown = to_markdown(space, table, header, verdicts)
     elapsed = time.time() - started
     print(f"\n{markdown}\n", flush=True)
+    timing.report(sid, storage, elapsed, max_concurrent)
     for o in failed:
         print(f"trial {o.row} seed {o.seed}: {o.status}"
               f"{': ' + failure_reason(o.error) if o.error else ''}", file=sys.stderr)

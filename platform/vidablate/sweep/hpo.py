@@ -14,7 +14,7 @@ from ray import tune
 
 from ..report.hpo import hpo_table
 from ..report.table import TrialOutcome
-from . import interrupt
+from . import interrupt, timing
 from .preflight import _redact
 from .schedulers import Scheduler
 from .space import Space, TrialSpec
@@ -120,6 +120,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
     record_failures(tracker, sid, parent_id, errors)
     tracker.client.set_terminated(parent_id, "FAILED" if failed or not ok else "FINISHED")
     print(f"\n{markdown}\n", flush=True)
+    timing.report(sid, storage, time.time() - started, max_concurrent)
     ui = browse_command(tracker.tracking_uri, tracker.experiment_id)
     print(f"sweep {sid} done in {math.ceil(time.time() - started)} s; best "
           f"{best[0] + ' ' + metric + '=' + format(best[2][metric], '.2f') if ok else 'none'}\n"

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from ..config import ExperimentConfig
 from ..data.preflight import check_data
 from ..report.table import TrialOutcome
-from . import interrupt, quiet
+from . import interrupt, quiet, timing
 from .caching import (
     build_entries,
     cache_root,
@@ -142,6 +143,16 @@ def _concurrency(trials: list[TrialSpec], settings: SweepSettings,
     return concurrency(trials, packed or {}, ray.cluster_resources())
 
 
+def _local_concurrency(trials: list[TrialSpec], settings: SweepSettings,
+                       plans: dict[str, Any]) -> int:
+    """Trials at once on the local cluster a run would start (``max_concurrent`` wins)."""
+    if settings.max_concurrent > 0:
+        return settings.max_concurrent
+    local = {"CPU": float(settings.num_cpus or os.cpu_count() or 1),
+             "GPU": float(torch.cuda.device_count())}
+    return concurrency(trials, {k: tc.packed for k, tc in plans.items()}, local)
+
+
 def _init_ray(settings: SweepSettings) -> None:
     quiet.install()
     if ray.is_initialized():
@@ -197,8 +208,9 @@ def run_sweep(
     root = _cache_root(settings)
     planned = trials if space.kind != "hpo" else trials[:1]  # HPO: the template's prefix
     if settings.dry_run:
-        print(describe(space, trials, plans=plan_trials(planned, root, settings.cache,
-                                                        random_weights=True)))
+        plans = plan_trials(planned, root, settings.cache, random_weights=True)
+        print(describe(space, trials, plans=plans, concurrency=_local_concurrency(
+            planned, settings, plans), fixed=timing.load(_storage(settings))))
         return None
     check_storage(_storage(settings))
     if settings.cache != "off" and "://" in (settings.cache_path or ""):

@@ -30,6 +30,7 @@ from ..train.keys import (
     DIVERGED_KEY,
     HISTORY_KEY,
     KSHOT_KEY,
+    LOOP_TIME_KEY,
     NODE_KEY,
     REPLAYED_KEY,
 )
@@ -56,7 +57,8 @@ NODES_TAG = "vidablate.nodes"
 CHECKPOINT_TAG = "vidablate.checkpoint"
 """A finished trial's last checkpoint (``vidablate predict RUN_ID`` loads it)."""
 TRACKED_METRICS = ("train_loss", "train_ce", "train_kd", "base_acc", "novel_acc", "hm", "top1",
-                   "top5", "top1_std", "top5_std", "corrupt_train", "corrupt_eval", "feature_cache")
+                   "top5", "top1_std", "top5_std", "corrupt_train", "corrupt_eval", "feature_cache",
+                   LOOP_TIME_KEY)
 
 
 def tracked(key: str) -> bool:
@@ -327,6 +329,14 @@ def deliver_held(sweep_id: str, report_dir: Path, wait_s: float | None = None) -
             f"the checkpoints")
 
 
+def trial_times(sweep_id: str) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """Each trial's (start, end) on this driver and its seconds inside the training loop."""
+    callback = _LIVE.get(sweep_id)
+    if callback is None:
+        return {}, {}
+    return {k: (a, b) for k, (a, b) in callback.spans.items()}, dict(callback.loop_s)
+
+
 def trial_error(sweep_id: str, key: str) -> str:
     """The error text of a failed trial as the driver saw it (empty when none): what a trial
     result lacks when Tune could not write its error file to the storage (a bucket that
@@ -370,6 +380,10 @@ class MLflowTrialCallback(Callback):
         """Trial key -> the error text Tune wrote on the driver's disk when the trial failed."""
         self.stopping = ""
         """The early-stopping scheduler of an HPO sweep (its description); empty = none."""
+        self.spans: dict[str, list[float]] = {}
+        """Trial key -> [start, last seen] on this driver (``sweep.timing``)."""
+        self.loop_s: dict[str, float] = {}
+        """Trial key -> seconds inside the training loop, summed over the epochs reported."""
         _LIVE[sweep_id] = self
 
     def __getstate__(self) -> dict[str, Any]:  # the client is rebuilt after a restore
@@ -390,6 +404,7 @@ class MLflowTrialCallback(Callback):
         self.__dict__.setdefault("stopping", "")
         self._started = time.time()
         self._began, self._steps, self._done, self._nodes = {}, {}, set(), {}
+        self.spans, self.loop_s = {}, {}
         if _DRIVER_STATE:
             self.tracking_uri = _DRIVER_STATE["tracking_uri"]
             self.experiment = _DRIVER_STATE["experiment"]
@@ -495,6 +510,7 @@ class MLflowTrialCallback(Callback):
 
         self.outbox.send(f"trial {key}: run RUNNING", start)
         self._began[key] = time.time()
+        self.spans.setdefault(key, [self._began[key]] * 2)
         if self.printer:
             print(f"[{time.time() - self._started:6.0f}s] {key:<24} started   "
                   f"({self._count(trials)})", flush=True)
@@ -510,6 +526,10 @@ class MLflowTrialCallback(Callback):
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
+        if isinstance(result.get(LOOP_TIME_KEY), (int, float)):
+            self.loop_s[key] = self.loop_s.get(key, 0.0) + float(result[LOOP_TIME_KEY])
+        if key in self.spans:
+            self.spans[key][1] = time.time()
 
         def log() -> None:
             run_id = self._run(trial)
@@ -576,6 +596,8 @@ class MLflowTrialCallback(Callback):
     def _finished(self, trials: list, trial: Any, how: str) -> None:
         key = self._key(trial)
         self._done.add(key)
+        if key in self.spans:
+            self.spans[key][1] = time.time()
         if self.printer:
             print(f"[{time.time() - self._started:6.0f}s] {key:<24} {how:<9} "
                   f"({self._count(trials)})", flush=True)

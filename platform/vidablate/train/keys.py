@@ -20,3 +20,6 @@ DIAGNOSTIC_METRICS = ("sgam_entropy", "sgam_window_mass", "sgam_peak_in_window",
 NODE_KEY = "node"
 """Every epoch's report names the Ray node that trained it (its node id): the sweep tags the
 run with it, and with every node the trial ran on, in order, when it moved (a lost node)."""
+LOOP_TIME_KEY = "loop_s"
+"""Seconds of an epoch inside the training loop (its training steps and its evaluation):
+the sweep sets a table's wall time against their sum (``sweep.timing``)."""

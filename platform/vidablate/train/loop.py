@@ -39,7 +39,14 @@ from ..model import VideoCLIP, build_model
 from .averaging import EpochAverage
 from .checkpoint import CHECKPOINT_MARGIN, load_state, save_state
 from .diagnostics import GradNorm, ProbeSet, has_imu_modules
-from .keys import DIVERGED_KEY, HISTORY_KEY, KSHOT_KEY, NODE_KEY, REPLAYED_KEY
+from .keys import (
+    DIVERGED_KEY,
+    HISTORY_KEY,
+    KSHOT_KEY,
+    LOOP_TIME_KEY,
+    NODE_KEY,
+    REPLAYED_KEY,
+)
 from .step import train_step
 
 
@@ -430,6 +437,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     check_every = cfg.trainer.preemption_check_every
     for epoch in range(start_epoch, cfg.trainer.epochs):
+        began = time.perf_counter()
         skip = resume_step if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip=skip * per_worker)
         if hasattr(data.train, "set_epoch"):  # cached fixed draws: epoch e reads draw e mod V
@@ -498,6 +506,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                                  autocast, workers))
                 if probe is not None:
                     metrics.update(probe.measure(model, device))
+        metrics[LOOP_TIME_KEY] = time.perf_counter() - began
         history.append({**{k: v for k, v in metrics.items() if k not in (KSHOT_KEY, HISTORY_KEY)},
                         "finished_at": time.time()})
         if last or (epoch + 1) % cfg.trainer.checkpoint_every == 0:

@@ -1,0 +1,116 @@
+"""Where a sweep's time goes: its wall time against its trials' time inside the training loop,
+and the fixed cost per trial (everything else a trial takes: Tune and Train start-up, MLflow,
+model and data builds), measured at the end of every sweep and saved beside its storage so the
+next dry run on the same storage estimates with this machine's figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .tracking import trial_times
+
+TIMINGS_FILE = "vidablate-timings.json"
+"""Under the storage root: the last measured fixed costs of this cluster."""
+
+TRIAL_START_S = 20.0
+"""Fixed seconds per trial when no sweep has run on the storage yet: what a one-CPU trial
+spends outside its training loop on the 2-core development machine (Tune trial, Ray Train
+controller, worker group and placement group, MLflow run, model and data build; measured as
+below, ``benchmarks/feature_cache.py`` part 1 gives about 20 s)."""
+SWEEP_START_S = 15.0
+"""Fixed seconds per sweep before its first trial starts and after its last ends (a local Ray
+cluster, the MLflow parent run, the report), on the same machine."""
+
+
+@dataclass
+class Timings:
+    """The fixed costs one sweep measured."""
+
+    trial_start_s: float
+    """Median over its trials of (trial span on the driver - its time in the loop)."""
+    sweep_start_s: float
+    """Wall time of the sweep not covered by any trial's span."""
+    trials: int
+    host: str
+    cpus: int
+    sweep: str
+    at: float
+
+
+def summarise(wall: float, spans: dict[str, tuple[float, float]],
+              loop_s: dict[str, float], sweep: str) -> tuple[Timings, float]:
+    """The fixed costs of a finished sweep and its trials' total time in the loop, from each
+    trial's (start, end) on the driver and its summed loop seconds."""
+    fixed = [max(end - start - loop_s.get(key, 0.0), 0.0) for key, (start, end) in spans.items()]
+    covered = 0.0
+    if spans:  # the union of the trials' spans
+        ordered = sorted(spans.values())
+        lo, hi = ordered[0]
+        for start, end in ordered[1:]:
+            if start > hi:
+                covered += hi - lo
+                lo, hi = start, end
+            else:
+                hi = max(hi, end)
+        covered += hi - lo
+    timings = Timings(statistics.median(fixed) if fixed else TRIAL_START_S,
+                      max(wall - covered, 0.0), len(spans), socket.gethostname(),
+                      os.cpu_count() or 1, sweep, time.time())
+    return timings, sum(loop_s.values())
+
+
+def time_line(wall: float, loop_total: float, concurrency: int, t: Timings) -> str:
+    """One console line: wall time against the trials' loop time run ``concurrency`` at once."""
+    ideal = loop_total / max(concurrency, 1)
+    ratio = f"{wall / ideal:.2f}x" if ideal > 0 else "n/a"
+    return (f"time: wall {wall:.0f} s; the trials' training loops {loop_total:.0f} s in all, "
+            f"{ideal:.0f} s at {concurrency} at once: wall / loop = {ratio}; fixed cost "
+            f"{t.trial_start_s:.1f} s per trial (median of {t.trials}), {t.sweep_start_s:.0f} s "
+            f"per sweep")
+
+
+def report(sid: str, storage: str, wall: float, concurrency: int) -> None:
+    """After a sweep: print its wall time against its trials' loop time and save its fixed
+    costs for the next dry run on this storage."""
+    spans, loop_s = trial_times(sid)
+    if not spans:  # every trial had finished under an earlier driver
+        return
+    measured, loop_total = summarise(wall, spans, loop_s, sid)
+    print(time_line(wall, loop_total, concurrency, measured), flush=True)
+    save(storage, measured)
+
+
+def _fs(storage: str) -> tuple[Any, str]:
+    # pyarrow's filesystems load only where a sweep saves or reads its timings
+    import pyarrow.fs
+
+    if "://" in storage:
+        return pyarrow.fs.FileSystem.from_uri(storage)
+    return pyarrow.fs.LocalFileSystem(), os.path.abspath(storage)
+
+
+def save(storage: str, timings: Timings) -> None:
+    """Write the timings under the storage root (a failure to write costs only the estimate)."""
+    try:
+        fs, root = _fs(storage)
+        fs.create_dir(root, recursive=True)
+        with fs.open_output_stream(f"{root}/{TIMINGS_FILE}") as f:
+            f.write(json.dumps(asdict(timings), indent=1).encode())
+    except (OSError, ValueError) as err:
+        print(f"time: could not save {TIMINGS_FILE} under {storage} ({err})", flush=True)
+
+
+def load(storage: str) -> Timings | None:
+    """The timings the last sweep on this storage saved; None when none did (or unreadable)."""
+    try:
+        fs, root = _fs(storage)
+        with fs.open_input_stream(f"{root}/{TIMINGS_FILE}") as f:
+            return Timings(**json.loads(f.readall()))
+    except (OSError, ValueError, TypeError):
+        return None

@@ -1,0 +1,52 @@
+"""Where a sweep's time goes: fixed costs from the trials' spans and loop times, saved beside
+the storage and read back by the dry run, whose wall estimate schedules the trials as Tune
+does (longest first into the first free slot)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vidablate.sweep import timing
+from vidablate.sweep.cost import TableCost, wall_estimate
+
+
+def test_fixed_costs_are_what_the_trials_spent_outside_their_loops():
+    spans = {"a": (100.0, 150.0), "b": (100.0, 130.0), "c": (152.0, 190.0)}
+    loop = {"a": 30.0, "b": 10.0, "c": 20.0}
+    t, total = timing.summarise(200.0, spans, loop, "sw")
+    assert total == 60.0
+    assert t.trial_start_s == pytest.approx(20.0)  # median of 20, 20, 18
+    assert t.sweep_start_s == pytest.approx(200.0 - (50 + 38))  # the spans' union is 88 s
+    assert (t.trials, t.sweep) == (3, "sw")
+    line = timing.time_line(200.0, total, 2, t)
+    assert "wall 200 s" in line and "60 s in all, 30 s at 2 at once: wall / loop = 6.67x" in line
+
+
+def test_timings_saved_on_a_storage_are_read_back(tmp_path):
+    storage = str(tmp_path / "ray_results")
+    assert timing.load(storage) is None
+    t, _ = timing.summarise(10.0, {"a": (0.0, 5.0)}, {"a": 2.0}, "sw")
+    timing.save(storage, t)
+    assert timing.load(storage) == t
+    (tmp_path / "ray_results" / timing.TIMINGS_FILE).write_text("{not json")
+    assert timing.load(storage) is None  # a damaged file costs only the estimate
+
+
+def test_timings_on_an_s3_storage(s3_server, aws):
+    storage = f"s3://{s3_server.bucket('timings')}/ablations"
+    t, _ = timing.summarise(10.0, {"a": (0.0, 5.0)}, {"a": 2.0}, "sw")
+    timing.save(storage, t)
+    assert timing.load(storage) == t
+    assert f"ablations/{timing.TIMINGS_FILE}" in s3_server.keys("timings")
+
+
+def test_wall_estimate_packs_trials_longest_first_into_free_slots():
+    tc = TableCost(0, 0.0, 0.0, build=8.0, device="cpu",
+                   trials={"a": 30.0, "b": 20.0, "c": 10.0, "d": 10.0})
+    fixed, _ = timing.summarise(0.0, {}, {}, "sw")
+    fixed.trial_start_s, fixed.sweep_start_s = 5.0, 7.0
+    # 2 slots, 5 s start each: a 35 | b 25, c 25 -> 40, d 35 -> 50: makespan 50
+    assert wall_estimate(tc, 2, fixed) == pytest.approx(7.0 + 8.0 / 2 + 50.0)
+    assert wall_estimate(tc, 1, fixed) == pytest.approx(7.0 + 8.0 + 90.0)
+    assert wall_estimate(tc, 1, None) == pytest.approx(
+        timing.SWEEP_START_S + 8.0 + 70.0 + 4 * timing.TRIAL_START_S)
