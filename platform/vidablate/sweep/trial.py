@@ -20,10 +20,16 @@ from ..train.loop import train_loop_per_worker
 from .caching import worker_resources
 from .tracking import decode_hpo_config, hpo_trial_key
 
-TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+"""The resource Ray gives the head node alone (1.0; ``ray._common.constants``)."""
+TRIAL_DRIVER_RESOURCES = {"cpu": 0, "memory": 64 * 2**20, HEAD_NODE_RESOURCE: 0.001}
 """The Tune trial only drives its TorchTrainer; the Train workers hold the CPUs/GPUs. Ray rejects
 an empty request, so the driver asks for no CPU and the memory it roughly uses; concurrency
-comes from max_concurrent (derived from the cluster's CPUs/GPUs)."""
+comes from max_concurrent (derived from the cluster's CPUs/GPUs). It runs on the head node:
+Ray Train starts a trial's controller on the node of its driver, so a worker node lost (a spot
+node) takes only Train workers, which the controller restarts from the last checkpoint
+(``trainer.max_failures``); a controller lost with its node would leave its workers'
+placement group holding the survivors' CPUs until the sweep ends (seen with Ray 2.60)."""
 
 
 def run_trial(config: dict[str, Any], trials: dict[str, dict[str, Any]], train_root: str) -> None:
