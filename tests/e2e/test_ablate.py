@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -23,9 +25,25 @@ def _runs(client: MlflowClient, exp_id: str):
 def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = ablate_cmd + ["space=isclip_modules", f"tracking_uri={uri}", "num_cpus=2", *TINY]
+    started = time.time()
+    dry = subprocess.run([*cmd, "dry_run=true"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    dry_s = time.time() - started
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    estimate = float(re.search(r"^estimate: (\d+) s wall on this machine \(cpu\)$",
+                               dry.stdout, re.M)[1])
+    started = time.time()
     first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    wall = time.time() - started
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    print(f"\n[estimate] dry run {dry_s:.1f} s: estimate {estimate:.0f} s; the command took "
+          f"{wall:.0f} s ({wall / estimate:.2f}x)")
+    assert dry_s < 20 and wall / 2 <= estimate <= 2 * wall, (dry_s, estimate, wall)
     out = first.stdout
+    assert re.search(r"^time: wall \d+ s; the trials' training loops \d+ s in all", out, re.M)
+    again = subprocess.run([*cmd, "dry_run=true"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+    assert "fixed cost" in again.stdout and "measured by sweep isclip_modules-" in again.stdout
     assert "IS-CLIP Table II" in out and "| Fine-tuned CLIP" in out
     assert "97.6" in out and "66.3" in out  # the paper column
     assert "- **data**: synthetic video+IMU" in out and "**commit**" in out  # what ours ran on

@@ -291,8 +291,8 @@ BUCKET_ARGS = [
 
 def test_bucket_that_denies_writes_fails_the_trial_with_that_reason_and_rerun_resumes(
         ablate_cmd, tmp_path, s3_server, monkeypatch):
-    """moto checks an IAM user's policy: allowed, then ``s3:PutObject`` denied after the first
-    checkpoint, then allowed again for the re-run."""
+    """moto checks an IAM user's policy: allowed, then ``s3:PutObject`` denied once epoch 1 and
+    its checkpoint are in, then allowed again for the re-run."""
     import pyarrow.fs
 
     bucket = s3_server.bucket(f"deny-{os.getpid()}")
@@ -307,8 +307,11 @@ def test_bucket_that_denies_writes_fails_the_trial_with_that_reason_and_rerun_re
         first = launch(cmd, tmp_path, BUDGET)
         try:
             sid = sweep_id(first.stdout)
-            wait_until("the first checkpoint in the bucket",
-                       lambda: checkpoint_dirs(storage, sid, "baseline-s0"), BUDGET, first, 0.2)
+            # epoch 1 reached the driver: its checkpoint is in the bucket and registered in
+            # Ray Train's snapshot there (a checkpoint whose registration is refused is not
+            # resumed from)
+            wait_until("epoch 1 with its checkpoint", lambda: first.progress() and
+                       checkpoint_dirs(storage, sid, "baseline-s0"), BUDGET, first, 0.1)
             s3_server.policy(user, [ALLOW_S3, DENY_PUT])
             t_deny = time.time()
             code = first.wait(BUDGET)
@@ -328,7 +331,7 @@ def test_bucket_that_denies_writes_fails_the_trial_with_that_reason_and_rerun_re
                  if r.data.tags.get("vidablate.row") == "baseline"]
         assert len(child) == 1 and child[0].info.status == "FAILED", child
         assert "ACCESS_DENIED" in child[0].data.tags.get("vidablate.failure", ""), child[0]
-        epochs_before = max(e for _, k, e in first.progress() if k == "baseline-s0")
+        epochs_before = max((e for _, k, e in first.progress() if k == "baseline-s0"), default=0)
 
         s3_server.policy(user, [ALLOW_S3])
         again, code = run_to_end(cmd, tmp_path, BUDGET, "allowed")

@@ -251,6 +251,13 @@ def test_failure_reason_is_the_innermost_error():
     assert failure_reason("ray.exceptions.RayTaskError(ValueError): bad\n") == \
         "RayTaskError: bad"
     assert failure_reason("something odd\n  at the end\n") == "at the end"
+    denied = ("ray.train.ControllerError: Training failed due to controller error:\n"
+              "When initiating multiple part upload for key 'a/b.json' in bucket 'x': AWS Error "
+              "ACCESS_DENIED during CreateMultipartUpload operation: Access Denied\n")
+    assert failure_reason(denied) == (
+        "ControllerError: Training failed due to controller error: When initiating multiple "
+        "part upload for key 'a/b.json' in bucket 'x': AWS Error ACCESS_DENIED during "
+        "CreateMultipartUpload operation: Access Denied")
 
 
 def test_failure_reasons_go_to_the_child_and_the_parent(tmp_path):

@@ -3,6 +3,8 @@ choice) validates against the typed config, and its cost can be described."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,23 @@ def test_the_papers_own_numbers_satisfy_its_claims(path):
         paper = {r.name: r.paper.get(claim.metric) for r in space.rows}
         verdict = judge(claim, {}, paper)
         assert verdict.paper_holds is not False, (path.name, claim.text, paper)
+
+
+def _embedded(path: Path) -> bool:
+    """Every trial of the space runs on the embedded synthetic default (its data is here)."""
+    return all(t.experiment["data"]["dataset"] == "synthetic" for t in expand(load_space(path)))
+
+
+@pytest.mark.slow
+def test_the_dry_run_command_runs_for_every_space_whose_data_is_here(ablate_cmd, tmp_path):
+    """What users run: ``jobs/ablate.py space=<space> dry_run=true``, every such space in one
+    Hydra multirun; each prints its plan, a table its wall estimate, with no traceback."""
+    names = [p.stem for p in SPACES if _embedded(p)]
+    out = subprocess.run([*ablate_cmd, "-m", f"space={','.join(names)}", "dry_run=true"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    for name in names:
+        assert f"space {name}:" in out.stdout, name
+    tables = [n for n in names if load_space(SHIPPED_SPACES / f"{n}.yaml").kind == "table"]
+    estimates = re.findall(r"^estimate: \d+ s wall on this machine \(cpu\)$", out.stdout, re.M)
+    assert len(estimates) == len(tables) and len(names) >= 30, (len(estimates), len(names))

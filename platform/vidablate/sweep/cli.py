@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ..errors import ConfigError, NoSpaceError, SweepInterrupted, TrackingUnreachable
+from .schedulers import STOPPED
 from .schedulers import TYPES as SCHEDULER_TYPES
 from .space import SHIPPED_SPACES, expand, load_space, overridden_toggles, select_rows
 
@@ -276,4 +277,4 @@ def main(cfg: DictConfig, task_overrides: list[str], cache_only: bool = False,
         return 0
     if after is not None:
         after(report)
-    return 0 if all(o.status == "ok" for o in report.outcomes) else 1
+    return 0 if all(o.status in ("ok", STOPPED) for o in report.outcomes) else 1

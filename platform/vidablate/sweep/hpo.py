@@ -16,7 +16,7 @@ from ..report.hpo import hpo_table
 from ..report.table import TrialOutcome
 from . import interrupt, timing
 from .preflight import _redact
-from .schedulers import Scheduler
+from .schedulers import STOPPED, Scheduler
 from .space import Space, TrialSpec
 from .tracking import (
     HPOTrialCallback,
@@ -129,10 +129,6 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
     outcomes = [TrialOutcome(key, template.seed, metrics, status)
                 for key, _, metrics, status in rows]
     return markdown, files, outcomes
-
-
-STOPPED = "stopped"
-"""The HPO table's status of a trial its scheduler stopped early (no error)."""
 
 
 def _status(error: str, metrics: dict[str, float], epochs: int, scheduler: Scheduler) -> str:

@@ -15,6 +15,9 @@ successive halving (Li et al., "A System for Massively Parallel Hyperparameter T
 Tune's ``ASHAScheduler``. ``hyperband``: synchronous HyperBand brackets (Li et al., JMLR 2018),
 Tune's ``HyperBandScheduler``."""
 
+STOPPED = "stopped"
+"""The status of a trial its scheduler stopped early (no error): a result, not a failure."""
+
 TIME_ATTR = "epoch"
 """The budget a rung is measured in: the training loop reports one result per epoch, and a
 restored trial's replayed history keeps its epoch numbers (``training_iteration`` restarts)."""

@@ -702,13 +702,16 @@ def failure_reason(error: str) -> str:
     """The error a failed trial raised, from the text Tune keeps (a wrapped traceback): the
     last ``Kind: message`` line that is not one of Ray's wrappers, e.g. ``NoSpaceError: no
     space left on <path>: need 3 MiB, 0 free``."""
-    found = [m for m in map(_RAISED.match, (line.strip() for line in error.splitlines())) if m]
-    inner = [m for m in found if m["kind"] not in _WRAPPERS]
-    best = (inner or found or [None])[-1]
-    if best is None:
-        lines = [line for line in error.splitlines() if line.strip()]
-        return lines[-1].strip()[:500] if lines else ""
-    return f"{best['kind']}: {best['message']}"[:500]
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    found = [(i, m) for i, m in enumerate(map(_RAISED.match, lines)) if m]
+    inner = [(i, m) for i, m in found if m["kind"] not in _WRAPPERS]
+    if not (inner or found):
+        return lines[-1][:500] if lines else ""
+    i, best = (inner or found)[-1]
+    message = best["message"]
+    if message.endswith(":") and i + 1 < len(lines):  # "...controller error:" + the cause
+        message = f"{message} {lines[i + 1]}"
+    return f"{best['kind']}: {message}"[:500]
 
 
 def record_failures(tracker: SweepTracker, sid: str, parent_id: str,
