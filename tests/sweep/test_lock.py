@@ -75,6 +75,28 @@ def test_a_lock_taken_over_is_not_removed_by_its_old_holder(tmp_path):
     assert path.exists()
 
 
+def test_launches_racing_for_a_lock_see_the_winners_record_whole(tmp_path):
+    """Eight launches start together: one holds the lock, every other one names its pid (a
+    lock created empty and filled after showed the losers "pid ?")."""
+    path, go = tmp_path / "sw.lock", time.time() + 3
+    code = ("import sys, time, os; from vidablate.sweep.lock import SweepLock\n"
+            "from vidablate.errors import ConfigError\n"
+            "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
+            "try:\n"
+            "    lock = SweepLock(sys.argv[1]); lock.acquire()\n"
+            "    print('won', os.getpid()); sys.stdout.flush(); time.sleep(4); lock.release()\n"
+            "except ConfigError as e:\n"
+            "    print('lost', e)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(go)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    out = [p.communicate(timeout=120)[0].strip() for p in procs]
+    won = [line.split()[1] for line in out if line.startswith("won")]
+    assert len(won) == 1, out
+    lost = [line for line in out if line.startswith("lost")]
+    assert len(lost) == 7 and all(f"pid {won[0]} on host" in line for line in lost), out
+    assert not list(tmp_path.iterdir())  # neither the lock nor a draft is left
+
+
 def test_cloud_storage_holds_no_lock_file(tmp_path):
     with sweep_lock("s3://bucket/ablations", "sw", ""):
         pass

@@ -3,12 +3,14 @@ choice) validates against the typed config, and its cost can be described."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from vidablate.errors import ConfigError
 from vidablate.modules import registry
 from vidablate.report.claims import judge
 from vidablate.sweep.cost import describe
@@ -75,14 +77,31 @@ def test_the_papers_own_numbers_satisfy_its_claims(path):
 
 def _embedded(path: Path) -> bool:
     """Every trial of the space runs on the embedded synthetic default (its data is here)."""
-    return all(t.experiment["data"]["dataset"] == "synthetic" for t in expand(load_space(path)))
+    try:
+        trials = expand(load_space(path))
+    except ConfigError:  # a row names a real dataset whose files are not here
+        return False
+    return all(t.experiment["data"]["dataset"] == "synthetic" for t in trials)
+
+
+def _one_per_paper(paths: list[Path]) -> list[Path]:
+    """The first table and the HPO space of each paper (alphabetical)."""
+    chosen: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        space = load_space(path)
+        chosen.setdefault((space.paper, space.kind), path)
+    return sorted(chosen.values())
 
 
 @pytest.mark.slow
 def test_the_dry_run_command_runs_for_every_space_whose_data_is_here(ablate_cmd, tmp_path):
-    """What users run: ``jobs/ablate.py space=<space> dry_run=true``, every such space in one
-    Hydra multirun; each prints its plan, a table its wall estimate, with no traceback."""
-    names = [p.stem for p in SPACES if _embedded(p)]
+    """What users run: ``jobs/ablate.py space=<space> dry_run=true`` in one Hydra multirun;
+    each prints its plan, a table its wall estimate, with no traceback. CI runs one table and
+    the HPO space of each paper (about 2 min); ``VIDABLATE_DRY_RUN_ALL=1`` runs every space
+    whose data is here (about 8 min on 2 cores)."""
+    embedded = [p for p in SPACES if _embedded(p)]
+    names = [p.stem for p in (embedded if os.environ.get("VIDABLATE_DRY_RUN_ALL")
+                              else _one_per_paper(embedded))]
     out = subprocess.run([*ablate_cmd, "-m", f"space={','.join(names)}", "dry_run=true"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
@@ -90,4 +109,4 @@ def test_the_dry_run_command_runs_for_every_space_whose_data_is_here(ablate_cmd,
         assert f"space {name}:" in out.stdout, name
     tables = [n for n in names if load_space(SHIPPED_SPACES / f"{n}.yaml").kind == "table"]
     estimates = re.findall(r"^estimate: \d+ s wall on this machine \(cpu\)$", out.stdout, re.M)
-    assert len(estimates) == len(tables) and len(names) >= 30, (len(estimates), len(names))
+    assert len(estimates) == len(tables) and len(names) >= 9, (len(estimates), len(names))

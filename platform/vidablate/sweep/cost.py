@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -68,15 +69,26 @@ def measure(experiment: dict[str, Any], tc: TrialCache, batch: int = 2, repeats:
             classes: int | None = None) -> StepCost:
     """Time one configuration's steps with random weights and inputs at its real shapes and
     the trial's class names (``classes`` overrides how many are scored, repeating them)."""
+    unseeded = [{k: v for k, v in experiment[part].items() if k != "seed"}
+                for part in ("model", "data", "trainer")]
+    blob = json.dumps([*unseeded, tc.plan.use, batch, repeats, classes], sort_keys=True,
+                      default=str)
+    if blob in _MEASURED:  # a multirun of dry runs measures each configuration once
+        return _MEASURED[blob]
     cfg = ExperimentConfig.from_dict(experiment)
     use_gpu = cfg.trainer.use_gpu and torch.cuda.is_available()
     threads = torch.get_num_threads()
     if not use_gpu:  # a Ray worker runs torch on the CPUs it asked for (OMP_NUM_THREADS)
         torch.set_num_threads(max(int(cfg.trainer.cpus_per_worker), 1))
     try:
-        return _measure(cfg, tc, batch, repeats, classes, use_gpu)
+        _MEASURED[blob] = _measure(cfg, tc, batch, repeats, classes, use_gpu)
+        return _MEASURED[blob]
     finally:
         torch.set_num_threads(threads)
+
+
+_MEASURED: dict[str, StepCost] = {}
+"""Configuration -> its measured step costs, for this process."""
 
 
 def _measure(cfg: ExperimentConfig, tc: TrialCache, batch: int, repeats: int,

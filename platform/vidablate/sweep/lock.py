@@ -1,8 +1,9 @@
 """One launch of a sweep at a time per storage path, and a tracking store created once.
 
 Two copies of the same command would train every trial twice into the same checkpoint
-folders. The first launch holds ``<storage>/<sweep id>.lock`` (created with O_EXCL; JSON with
-its host, pid, start time and command) and refreshes the file's time while it runs; a second
+folders. The first launch holds ``<storage>/<sweep id>.lock`` (JSON with its host, pid, start
+time and command, written aside and hard-linked into place, which fails when the lock exists
+and shows a second launch the record whole) and refreshes the file's time while it runs; a second
 launch fails at once naming the holder. A lock whose holder is gone is taken over: same host and
 the pid is not alive, or (another host) not refreshed for ``STALE_AFTER_S``.
 
@@ -78,9 +79,22 @@ class SweepLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
               "command": self.command}
+        # The record is written under a private name and hard-linked into place: the lock
+        # appears with its content, so a second launch never reads it half written.
+        draft = self.path.with_name(f".{self.path.name}.{socket.gethostname()}.{os.getpid()}")
+        fd = os.open(draft, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        try:
+            self._take(draft)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                draft.unlink()
+
+    def _take(self, draft: Path) -> None:
         for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.link(draft, self.path)
             except FileExistsError:
                 record = self.holder()
                 if record is None:
@@ -90,8 +104,6 @@ class SweepLock:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()  # a crashed holder's lock
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
             self._thread = threading.Thread(target=self._beat, daemon=True,
                                             name="vidablate-sweep-lock")
             self._thread.start()
