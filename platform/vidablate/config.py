@@ -166,7 +166,8 @@ class DataConfig:
     video_root: str = ""
     """Root of relative ``video``/``imu`` paths; empty = each manifest's own folder."""
     decoder: str = "auto"
-    """decord | pyav | auto (decord where it has a wheel, else PyAV)."""
+    """decord | pyav | torchcodec | auto (decord where it has a wheel, else PyAV). torchcodec
+    needs FFmpeg 4-8 shared libraries on the node (`vidablate.data.video`)."""
     fps: float = 30.0
     """Frame rate of frame-folder clips (video files carry their own)."""
     on_corrupt: str = "skip"
@@ -484,7 +485,7 @@ PROTOCOLS = ("base_novel", "closed_set", "cross_dataset")
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 SAMPLINGS = ("sparse", "dense")
-DECODERS = ("auto", "decord", "pyav")
+DECODERS = ("auto", "decord", "pyav", "torchcodec")
 DATA_PATH_FIELDS = ("train_manifest", "test_manifest", "class_names_file", "video_root",
                     "k_shot_file", "cross_class_names_file")
 """DataConfig fields that hold paths (made absolute before trials leave the driver)."""

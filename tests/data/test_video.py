@@ -1,7 +1,9 @@
-"""Behaviour tests for real-video decoding (decord, PyAV), clip sampling and transforms."""
+"""Behaviour tests for real-video decoding (decord, PyAV, torchcodec), clip sampling and
+transforms."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import torch
 import torchvision
 
 # isort: split
+from vidablate.config import DECODERS
 from vidablate.data import video as video_mod
 from vidablate.data.synthetic import CLIP_MEAN, CLIP_STD, SyntheticSpec, SyntheticVideoIMU
 from vidablate.data.video import (
@@ -32,9 +35,13 @@ from .videos import cut_with_edit_list, read_indices, write_indexed, write_noise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BOTH = [pytest.param(b, marks=pytest.mark.skipif(b not in available_backends(),
+ALL = [pytest.param(b, marks=pytest.mark.skipif(b not in available_backends(),
                                                  reason=f"{b} not installed")) for b in BACKENDS]
 NEEDS_DECORD = pytest.mark.skipif("decord" not in available_backends(), reason="no decord")
+# CI installs FFmpeg's shared libraries (.ci/run), so there a missing torchcodec fails the test.
+NEEDS_TORCHCODEC = pytest.mark.skipif(
+    "torchcodec" not in available_backends() and not os.environ.get("CI"),
+    reason="torchcodec or FFmpeg's shared libraries not installed")
 FRAMES = 100  # frames in the indexed test video
 
 
@@ -77,6 +84,7 @@ def _unnormalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_resolve_backend_names_the_knob(monkeypatch):
+    assert set(DECODERS) == {"auto", *BACKENDS}  # the config check knows every backend
     assert resolve_backend("auto") == available_backends()[0]
     assert resolve_backend("pyav") == "pyav"
     with pytest.raises(ValueError, match=r"data\.decoder.*'auto', 'decord', 'pyav'"):
@@ -115,6 +123,24 @@ def test_real_files_frames_agree_between_backends(real_files):
                 assert np.abs(a.astype(np.int16) - b).mean() < 1.0, (name, idx)
 
 
+@NEEDS_TORCHCODEC
+def test_torchcodec_decodes_the_same_frames_as_pyav(real_files, indexed):
+    """Same metadata and bit-identical RGB frames at TSN and dense positions (train and test
+    draws) on the three real files and the B-frame test video."""
+    rng = np.random.default_rng(2)
+    for path in (*real_files.values(), indexed):
+        with VideoFile(path, "pyav") as pyav, VideoFile(path, "torchcodec") as codec:
+            assert (codec.num_frames, codec.height, codec.width) == \
+                (pyav.num_frames, pyav.height, pyav.width)
+            assert codec.fps == pytest.approx(pyav.fps)
+            n = pyav.num_frames
+            for idx in (sample_indices(n, 8, "sparse", train=False),
+                        sample_indices(n, 8, "sparse", train=True, rng=rng),
+                        sample_indices(n, 8, "dense", train=True, rate=8, rng=rng),
+                        rng.integers(0, n, size=6)):
+                np.testing.assert_array_equal(codec.get(idx), pyav.get(idx), err_msg=str(path))
+
+
 def test_pyav_seeking_equals_sequential_decoding(real_files, indexed):
     """Seeking to keyframes (bikes: 6 keyframes; indexed: every 12 frames) changes nothing."""
     rng = np.random.default_rng(1)
@@ -144,14 +170,14 @@ def test_transform_shapes_on_real_frames(real_files):
 # ---- indexed mp4: frame accuracy -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", BOTH)
+@pytest.mark.parametrize("backend", ALL)
 def test_metadata_of_written_video(indexed, backend):
     with VideoFile(indexed, backend) as v:
         assert (v.num_frames, v.fps, v.height, v.width) == (FRAMES, 25.0, 48, 96)
         assert v.path == indexed and v.backend == backend
 
 
-@pytest.mark.parametrize("backend", BOTH)
+@pytest.mark.parametrize("backend", ALL)
 def test_indices_decode_to_those_frames(indexed, backend):
     rng = np.random.default_rng(2)
     sets = [
@@ -172,17 +198,20 @@ def test_indices_decode_to_those_frames(indexed, backend):
         assert v.get([]).shape == (0, 48, 96, 3)
 
 
-def test_pyav_counts_only_shown_frames_of_an_edit_list_cut(indexed, tmp_path):
+def test_pyav_and_torchcodec_count_only_shown_frames_of_an_edit_list_cut(indexed, tmp_path):
     """A stream-copy cut from frame 15 (keyframe 12): frames 12-14 are decoded, never shown.
     (decord 0.6 counts 91 frames here and returns frames shifted by up to 9.)"""
     cut = cut_with_edit_list(indexed, tmp_path / "cut.mp4", first_shown=15)
-    with VideoFile(cut, "pyav") as v:
-        assert v.num_frames == FRAMES - 15
-        assert read_indices(v.get([0, 1, 40, 84, 2])) == [15, 16, 55, 99, 17]
-        assert read_indices(v.get(np.arange(v.num_frames))) == list(range(15, FRAMES))
+    for backend in ("pyav", "torchcodec"):
+        if backend not in available_backends():
+            continue
+        with VideoFile(cut, backend) as v:
+            assert v.num_frames == FRAMES - 15, backend
+            assert read_indices(v.get([0, 1, 40, 84, 2])) == [15, 16, 55, 99, 17]
+            assert read_indices(v.get(np.arange(v.num_frames))) == list(range(15, FRAMES))
 
 
-@pytest.mark.parametrize("backend", BOTH)
+@pytest.mark.parametrize("backend", ALL)
 def test_out_of_range_index_names_the_file(indexed, backend):
     with VideoFile(indexed, backend) as v:
         for bad in ([0, FRAMES], [-1]):
@@ -190,7 +219,7 @@ def test_out_of_range_index_names_the_file(indexed, backend):
                 v.get(bad)
 
 
-@pytest.mark.parametrize("backend", BOTH)
+@pytest.mark.parametrize("backend", ALL)
 def test_unreadable_files_raise_video_decode_error(tmp_path, backend):
     noise = write_noise(tmp_path / "noise.mp4", faststart=True)
     cut = tmp_path / "cut.mp4"  # index at the front: opens, but most frames are gone

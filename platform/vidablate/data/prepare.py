@@ -52,7 +52,7 @@ def _writing_options(sub: argparse.ArgumentParser, *, fps: float = 30.0) -> None
 def _check_options(sub: argparse.ArgumentParser, *, fps: float = 30.0) -> None:
     sub.add_argument("--no-decode", action="store_true",
                      help="check that files exist without decoding them")
-    sub.add_argument("--backend", default="auto", help="video decoder: auto | decord | pyav")
+    sub.add_argument("--backend", default="auto", help="video decoder: auto | decord | pyav | torchcodec")
     sub.add_argument("--workers", type=int, default=4, help="threads for the file checks")
     sub.add_argument("--fps", type=float, default=fps, help="frame rate of frame-folder clips")
     sub.add_argument("--imu-tolerance", type=float, default=0.5,

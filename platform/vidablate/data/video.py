@@ -1,10 +1,13 @@
-"""Real-video loading: frame-accurate decoding (decord or PyAV), clip sampling and transforms.
+"""Real-video loading: frame-accurate decoding (decord, PyAV or torchcodec), clip sampling and
+transforms.
 
 Decoding: ``VideoFile`` gives random access to the frames of one file by index, where frame i
-is the i-th frame in presentation order (the order decord uses). Two backends give the same
-pictures for the same indices: decord (x86_64 wheels only) and PyAV (always installed; seeks
-to the keyframe before each wanted run of frames and decodes forward, exact on files with
-B-frames and several keyframes). One exception: in an mp4 cut by stream copy, frames before
+is the i-th frame in presentation order (the order decord uses). Three backends give the same
+pictures for the same indices: decord (x86_64 wheels only, last released 2021), PyAV (always
+installed; seeks to the keyframe before each wanted run of frames and decodes forward, exact on
+files with B-frames and several keyframes) and torchcodec (PyTorch's maintained decoder; it
+loads the system's FFmpeg 4-8 shared libraries, e.g. Debian's ``libavcodec59``, and is
+available only where they are installed). One exception: in an mp4 cut by stream copy, frames before
 the edit list's start are decoded but not shown; PyAV leaves them out, decord 0.6 counts them
 and returns shifted frames. ``write_video`` encodes uint8 RGB frames with PyAV (tests, the
 end-to-end test and the synthetic exporter use it).
@@ -39,7 +42,8 @@ import torch
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("decord", "pyav", "torchcodec")
+"""``data.decoder='auto'`` takes the first of these that is available (decord, else PyAV)."""
 AUG_STYLES = ("tsn", "jitter")
 """Training augmentation: X-CLIP's TSN-style pipeline, or PySlowFast's scale jitter."""
 SAMPLING = ("sparse", "dense")
@@ -61,18 +65,21 @@ class VideoDecodeError(RuntimeError):
 # ---- backends ----------------------------------------------------------------------------
 
 
+@functools.cache
 def _importable(name: str) -> bool:
     try:
         __import__(name)  # the backend probe: is this optional decoder installed?
-    except ImportError:
+    except (ImportError, RuntimeError, OSError):  # torchcodec: no FFmpeg libraries to load
         return False
     return True
 
 
+_MODULES = {"decord": "decord", "pyav": "av", "torchcodec": "torchcodec.decoders"}
+
+
 def available_backends() -> list[str]:
     """The decoding backends importable here, in ``BACKENDS`` order."""
-    modules = {"decord": "decord", "pyav": "av"}
-    return [b for b in BACKENDS if _importable(modules[b])]
+    return [b for b in BACKENDS if _importable(_MODULES[b])]
 
 
 def resolve_backend(name: str) -> str:
@@ -85,7 +92,7 @@ def resolve_backend(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"data.decoder must be one of {('auto', *BACKENDS)}, got {name!r}")
     if name not in available:
-        module = "av" if name == "pyav" else name
+        module = _MODULES[name]
         raise ValueError(
             f"data.decoder={name!r} is not available here (cannot import {module}); "
             f"use one of {('auto', *available)}"
@@ -261,6 +268,53 @@ class _PyAVReader:
             container.close()
 
 
+class _TorchCodecReader:
+    """torchcodec's VideoDecoder in exact seek mode (it scans the file once on opening, as the
+    PyAV reader demuxes it), frames by presentation order; a file whose frames end before the
+    duration its header lists is truncated and refused, as the other backends do."""
+
+    def __init__(self, path: Path) -> None:
+        # optional: importable only where FFmpeg's shared libraries are installed
+        from torchcodec.decoders import VideoDecoder
+
+        self.path = path
+        try:
+            self._dec = VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC",
+                                     num_ffmpeg_threads=1)
+            meta = self._dec.metadata
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise VideoDecodeError(path, f"torchcodec cannot open it ({_first_line(exc)})"
+                                   ) from exc
+        self.num_frames = int(meta.num_frames or 0)
+        self.fps = float(meta.average_fps or 0.0)
+        # Frame counts differ legitimately (an edit list hides decoded frames from the
+        # content's count, not the header's); a truncated file's frames end early in time.
+        listed, begin, end = (meta.duration_seconds_from_header,
+                              meta.begin_stream_seconds_from_content,
+                              meta.end_stream_seconds_from_content)
+        if None not in (listed, begin, end) and self.fps > 0 and \
+                end - begin < listed - 1.5 / self.fps:
+            raise VideoDecodeError(path, f"its frames end at {end - begin:.2f} s of the "
+                                         f"{listed:.2f} s its header lists (truncated file?)")
+        self._shape = (int(meta.height), int(meta.width))
+
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def decode(self, indices: np.ndarray) -> np.ndarray:
+        try:
+            return self._dec.get_frames_at(indices.tolist()).data.numpy()
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise VideoDecodeError(self.path, f"torchcodec failed ({_first_line(exc)})"
+                                   ) from exc
+
+    def close(self) -> None:
+        self._dec = None
+
+
+_READERS = {"decord": _DecordReader, "pyav": _PyAVReader, "torchcodec": _TorchCodecReader}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -270,7 +324,7 @@ class VideoFile:
     """Random frame access to one video file.
 
     ``get(indices)`` returns uint8 RGB frames [n, H, W, 3] in the order asked (repeats allowed);
-    frame i is the i-th in presentation order, identical for both backends on
+    frame i is the i-th in presentation order, identical for all backends on
     constant-frame-rate files. Open and decode failures raise ``VideoDecodeError``.
     """
 
@@ -279,8 +333,7 @@ class VideoFile:
         self.backend = resolve_backend(backend)
         if not self.path.is_file():
             raise VideoDecodeError(self.path, "no such file")
-        reader = _DecordReader if self.backend == "decord" else _PyAVReader
-        self._reader = reader(self.path)
+        self._reader = _READERS[self.backend](self.path)
         self.num_frames = int(self._reader.num_frames)
         self.fps = float(self._reader.fps)
         if self.num_frames <= 0:
