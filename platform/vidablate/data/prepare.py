@@ -8,6 +8,7 @@
         --out data/uestc_mmea_cl/train.parquet
     python jobs/prepare_data.py synthetic --out data/synthetic --num-classes 8
     python jobs/prepare_data.py validate data/k400/train.parquet --class-names k400.csv
+    python jobs/prepare_data.py transcode data/k400/train.parquet --out data/k400_256
 
 Writing subcommands store paths relative to the manifest's folder when they lie under it and
 absolute otherwise (``manifest.rebase_paths``), so the manifest resolves with an empty
@@ -21,6 +22,7 @@ The converters are ``vidablate.data.converters``, the checks ``vidablate.data.va
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -61,7 +63,7 @@ def _check_options(sub: argparse.ArgumentParser, *, fps: float = 30.0) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``prepare_data`` argument parser (subcommands txt, csv, folder, uestc, synthetic,
-    validate)."""
+    transcode, validate)."""
     parser = _Parser(prog="prepare_data",
                      description="Write dataset manifests (Parquet) and check them.")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -116,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
                           ("num-distractors", 1), ("seed", 0)):  # fmt: skip
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--noise", type=float, default=0.05)
+    p.add_argument("--no-validate", action="store_true", help="skip the check of the result")
+
+    p = subs.add_parser("transcode", help="re-encode a manifest's videos for sparse sampling "
+                                          "(short side 256, a keyframe every 16 frames)")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--out", required=True, type=Path,
+                   help="folder for the re-encoded videos and the rewritten manifest")
+    p.add_argument("--root", type=Path, help="root of relative paths (default: manifest folder)")
+    p.add_argument("--short-side", type=int,
+                   help="short side in pixels, never upscaled; 0 keeps the size (default 256)")
+    p.add_argument("--gop", type=int, help="keyframe interval in frames (default 16)")
+    p.add_argument("--crf", type=int, help="x264 quality (default 23, x264's own)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="encoding processes (default: one per core)")
     p.add_argument("--no-validate", action="store_true", help="skip the check of the result")
 
     p = subs.add_parser("validate", help="check a manifest; exit code 1 on problems")
@@ -229,6 +245,21 @@ def _run(args: argparse.Namespace) -> int:
             if not args.no_validate:
                 clean &= _validate(args, paths[split], names, imu=True)
         print(f"wrote {paths['classnames']}: {len(names)} class names")
+        return 0 if clean else 1
+    if cmd == "transcode":
+        # .transcode decodes and encodes through .video (torch: ~4 s to import); loaded here so
+        # --help and argument errors answer at once.
+        from .transcode import Encoding, transcode_manifest
+
+        chosen = {"short_side": args.short_side, "gop": args.gop, "crf": args.crf}
+        enc = Encoding(**{k: v for k, v in chosen.items() if v is not None},
+                       threads=1 if args.workers > 1 else 0)
+        report = transcode_manifest(args.manifest, args.out, root=args.root, enc=enc,
+                                    workers=args.workers)
+        print(report.summary())
+        clean = not report.failed
+        if not args.no_validate:
+            clean &= _validate(args, report.manifest, None)
         return 0 if clean else 1
     # validate
     names = mf.read_class_names(args.class_names) if args.class_names else None
