@@ -27,10 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
 
+from vidablate.sweep.caching import plan_trials  # noqa: E402
+from vidablate.sweep.cost import measure  # noqa: E402
+from vidablate.sweep.runner import SweepSettings, run_sweep  # noqa: E402
+from vidablate.sweep.space import expand, load_space  # noqa: E402
+
 
 def run_table(space: str, epochs: int, rows: list[str] | None) -> dict[str, float]:
-    from vidablate.sweep.runner import SweepSettings, run_sweep
-
     times: dict[str, float] = {}
     tops: dict[str, list[float]] = {}
     for mode in ("off", "auto"):
@@ -52,10 +55,6 @@ def run_table(space: str, epochs: int, rows: list[str] | None) -> dict[str, floa
 def per_clip(space: str, backbone: str, size: int, frames: int, classes: int,
              repeats: int, model: dict | None = None,
              rows: list[str] | None = None) -> list[dict[str, float | str]]:
-    from vidablate.sweep.caching import plan_trials
-    from vidablate.sweep.cost import measure
-    from vidablate.sweep.space import expand, load_space
-
     sp = load_space(space)
     over = {"model": {"backbone": backbone, "pretrained": None, **(model or {})},
             "data": {"image_size": size, "num_frames": frames, "train_per_class": 1,

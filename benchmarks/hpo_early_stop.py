@@ -24,12 +24,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
 
+import yaml  # noqa: E402
+
+from vidablate.sweep import space as spaces  # noqa: E402
+from vidablate.sweep.runner import SweepSettings, run_sweep  # noqa: E402
+
 
 def one(space: str, seed: int, scheduler: str, samples: int, epochs: int,
         num_cpus: int) -> dict[str, float]:
-    from vidablate.sweep import space as spaces
-    from vidablate.sweep.runner import SweepSettings, run_sweep
-
     loaded = spaces.load_space(space)
     overrides = {"trainer": {"epochs": epochs}} if epochs else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,8 +54,6 @@ def one(space: str, seed: int, scheduler: str, samples: int, epochs: int,
 
 
 def _write_space(source: Path, target: Path, samples: int) -> None:
-    import yaml
-
     raw = yaml.safe_load(source.read_text())
     if samples:
         raw["num_samples"] = samples
