@@ -86,6 +86,7 @@ def main() -> None:
         results["one at a time (local Ray)"] = (4 * opts.serial_seeds, wall,
                                                 audit(f"sqlite:///{serial / 'mlflow.db'}", 4,
                                                       opts.serial_seeds))
+        print(f"one at a time: {results['one at a time (local Ray)']}", flush=True)
         cluster = Cluster(initialize_head=True,
                           head_node_args={"num_cpus": 0, "include_dashboard": False})
         for _ in range(2):

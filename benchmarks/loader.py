@@ -127,7 +127,8 @@ def transcoded(files: list[Path], folder: Path) -> list[Path]:
     keyframe every 16 frames, same frame count: the clip positions stay the same)."""
     out = []
     for i, path in enumerate(files):
-        dst = folder / f"{i}-{path.stem}.mp4"
+        dst = folder / str(i) / f"{path.stem}.mp4"  # the source's name, one folder per file
+        dst.parent.mkdir(parents=True)
         transcode_video(path, dst, Encoding())
         out.append(dst)
     return out
@@ -188,13 +189,13 @@ def main() -> None:
         print(f"| {sampling} | {label} | {backend} | {1000 / r['clips_s']:.0f} | "
               + " | ".join(f"{r[k]:.1f}" for k in keys) + " | " + " | ".join(ratios) + gain
               + " |")
-    print("\nms per clip by file (1 worker; files in the order listed above)\n")
-    count = len(sets["original"])
-    print("| sampling | files | backend | " + " | ".join(f"file {i}" for i in range(count))
-          + " |")
-    print("|---|---|---|" + "---:|" * count)
+    print("\nms per clip by file (1 worker; a transcoded file keeps its source's name)\n")
+    names = [p.with_suffix(".mp4").name for p in sets["original"]]
+    print("| sampling | files | backend | " + " | ".join(names) + " |")
+    print("|---|---|---|" + "---:|" * len(names))
     for (sampling, label, backend), r in rows.items():
-        cells = " | ".join(f"{v:.0f}" for v in r["ms_per_file"].values())
+        ms = {Path(k).with_suffix(".mp4").name: v for k, v in r["ms_per_file"].items()}
+        cells = " | ".join(f"{ms[n]:.0f}" if n in ms else "-" for n in names)
         print(f"| {sampling} | {label} | {backend} | {cells} |")
     if args.out:
         args.out.write_text(json.dumps({f"{s} / {f} / {b}": r

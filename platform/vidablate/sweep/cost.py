@@ -305,8 +305,8 @@ def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
             if concurrency:
                 wall = wall_estimate(tc, concurrency, fixed)
                 source = (f"measured by sweep {fixed.sweep} on this storage" if fixed else
-                          "no sweep has run on this storage yet: the development machine's "
-                          "figures")
+                          "no sweep has run on this storage yet: defaults from the "
+                          "development machine, 2.7x low on a slower one")
                 per_trial = fixed.trial_start_s if fixed else TRIAL_START_S
                 lines.append(f"  wall time: {concurrency} trial(s) at once; fixed cost "
                              f"{per_trial:.0f} s per trial ({source}); decoding not included")
