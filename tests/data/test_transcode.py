@@ -109,6 +109,9 @@ def test_manifest_rewritten_failures_listed_and_a_rerun_keeps_finished_files(dat
     again = transcode_manifest(dataset, out, enc=Encoding(short_side=32, gop=4), log=None)
     assert (again.encoded, again.reused) == (0, 2)
     assert (out / "a.mp4").stat().st_mtime_ns == stamp
+    with pytest.raises(mf.ManifestError, match="transcode.json: .* encoded with"):
+        transcode_manifest(dataset, out, enc=Encoding(short_side=64, gop=4), log=None)
+    assert (out / "a.mp4").stat().st_mtime_ns == stamp
 
 
 def test_output_folder_that_would_overwrite_the_sources_is_refused(dataset, tmp_path):

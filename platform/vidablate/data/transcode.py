@@ -15,10 +15,11 @@ variable-frame-rate source becomes constant-rate at its average rate (frame i st
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -155,6 +156,25 @@ class TranscodeReport:
         return text
 
 
+SETTINGS = "transcode.json"
+"""The encoding an output folder was written with (a rerun keeps its finished files)."""
+
+
+def _claim(out: Path, enc: Encoding) -> None:
+    """Record ``enc`` in ``out``, or refuse a folder written with other settings, whose
+    finished files a rerun would otherwise keep as they are."""
+    path, want = out / SETTINGS, asdict(enc)
+    want.pop("threads")  # the pictures do not depend on it
+    if path.is_file():
+        had = json.loads(path.read_text())
+        if had != want:
+            raise mf.ManifestError(f"{path}: {out} holds videos encoded with {had}, not {want}; "
+                                   f"choose another output folder")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(want))
+
+
 def transcode_manifest(manifest: str | Path, out: str | Path, *, root: str | Path | None = None,
                        enc: Encoding = Encoding(), workers: int = 1,
                        log: Callable[[str], None] | None = print) -> TranscodeReport:
@@ -178,6 +198,7 @@ def transcode_manifest(manifest: str | Path, out: str | Path, *, root: str | Pat
     if len(set(outputs)) != len(outputs):
         raise mf.ManifestError(f"{manifest}: two rows' videos map to one output name (same "
                                f"stem, different extensions); rename one")
+    _claim(out, enc)
     report = TranscodeReport(out / manifest.name, failed=[])
     jobs = [(str(s), str(d), enc) for s, d in zip(sources, outputs, strict=True)
             if not s.is_dir()]
