@@ -59,3 +59,46 @@ def run_until_preempted(loop, config: dict, fake: FakeTrain, monkeypatch) -> Non
         m.setattr(loop, "_jit_checkpoint", save_then_die)
         with pytest.raises(RuntimeError, match="node preempted"):
             loop.train_loop_per_worker(config)
+
+
+class FakeTune:
+    """The few ``ray.tune`` calls of a loop run in the trial's own process (``TrialSession``),
+    in-process: each checkpoint is copied into ``<trial>/checkpoint_<index>`` as Tune's
+    storage does, ``known`` is the checkpoint Tune's saved state would hand back on a restart
+    (it may lag behind the folder), and the drain warning arrives at a chosen check."""
+
+    def __init__(self, trial: Path, known=None, warn_at: int = 0, start_index: int = 0) -> None:
+        import pyarrow.fs
+
+        self.trial, self.known, self.warn_at = trial, known, warn_at
+        self.trial.mkdir(parents=True, exist_ok=True)
+        self.reports: list[dict] = []
+        self.index = start_index - 1
+        self.checks = 0
+        self.storage = SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem(),
+                                       trial_fs_path=str(trial), checkpoint_fs_path="")
+
+    def install(self, monkeypatch) -> None:
+        from ray import tune
+
+        from vidablate.train.session import TrialSession
+
+        monkeypatch.setattr(tune, "report", self.report)
+        monkeypatch.setattr(tune, "get_checkpoint", lambda: self.known)
+        monkeypatch.setattr(TrialSession, "_storage", staticmethod(lambda: self.storage))
+        monkeypatch.setattr(TrialSession, "preempted", lambda _self: self.preemption())
+
+    def report(self, metrics, checkpoint=None):
+        import shutil
+
+        self.reports.append(dict(metrics))
+        if checkpoint is not None:
+            self.index += 1
+            dest = self.trial / f"checkpoint_{self.index:06d}"
+            self.storage.checkpoint_fs_path = str(dest)
+            shutil.rmtree(dest, ignore_errors=True)  # Tune writes over a folder of that name
+            shutil.copytree(checkpoint.path, dest)
+
+    def preemption(self) -> bool:
+        self.checks += 1
+        return self.checks == self.warn_at

@@ -327,7 +327,16 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     num_workers: int = 1
-    """Ray Train workers (DDP); 0 runs the loop in-process (Ray Train local mode)."""
+    """Ray Train workers (DDP); 0 with ``executor=train`` is Ray Train's local mode (the loop
+    in the trial's process, no fault tolerance)."""
+    executor: str = "auto"
+    """Where a trial's training loop runs: ``train`` (a Ray Train ``TorchTrainer``: its
+    controller, worker group and placement group start for every trial), ``trial`` (in the
+    Ray Tune trial's own process: one worker, none of that start-up; a lost process or node
+    is relaunched by Tune from the last checkpoint up to ``max_failures`` times, and a drained
+    node gets a just-in-time checkpoint, as under Ray Train), or ``auto`` (``trial`` for at
+    most one worker, ``train`` for DDP). Not from a paper: the platform's choice, measured in
+    ``benchmarks/trial_overhead.py``."""
     use_gpu: bool = False
     cpus_per_worker: int = 1
     packed_gpu_fraction: float = 0.25
@@ -451,6 +460,13 @@ class ExperimentConfig:
             raise ConfigError("trainer.preemption_check_every must be >= 0 (0 = off)")
         if t.num_workers < 0 or t.max_failures < 0:
             raise ConfigError("trainer.num_workers and trainer.max_failures must be >= 0")
+        if t.executor not in EXECUTORS:
+            raise ConfigError(f"trainer.executor must be one of {EXECUTORS}, got "
+                              f"{t.executor!r}")
+        if t.executor == "trial" and t.num_workers > 1:
+            raise ConfigError(f"trainer.executor=trial runs one worker in the trial's own "
+                              f"process, but trainer.num_workers={t.num_workers}; use "
+                              f"trainer.executor=train (or auto) for DDP")
         if t.num_workers > 1 and t.batch_size % t.num_workers:
             raise ConfigError(
                 f"trainer.batch_size={t.batch_size} must divide evenly over "
@@ -481,6 +497,17 @@ class ExperimentConfig:
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+EXECUTORS = ("auto", "trial", "train")
+"""``trainer.executor``: where a trial's loop runs (``executor_of`` resolves ``auto``)."""
+
+
+def executor_of(trainer: dict[str, Any]) -> str:
+    """``trial`` or ``train`` for a trainer section (a dict, as trials carry it): ``auto``
+    runs a trial of at most one worker in its own process and DDP under Ray Train."""
+    chosen = trainer.get("executor", "auto")
+    if chosen == "auto":
+        return "trial" if int(trainer.get("num_workers", 1)) <= 1 else "train"
+    return chosen
 PROTOCOLS = ("base_novel", "closed_set", "cross_dataset")
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")

@@ -149,20 +149,26 @@ def alive(p: psutil.Process) -> bool:
         return False
 
 
-def train_workers(root: int) -> list[psutil.Process]:
+def train_workers(root: int, title: str = "RayTrainWorker") -> list[psutil.Process]:
     """The Ray Train worker actors (``ray::RayTrainWorker``, process title set by Ray) of the
     cluster that the CLI with pid ``root`` started: gcs_server and raylet are children of the
     driver, the worker processes children of the raylet. Other Ray clusters on the machine
-    (other test sessions) are not descendants and are never touched."""
+    (other test sessions) are not descendants and are never touched. ``title``: another
+    actor's class (``ImplicitFunc``: a Tune trial's own process)."""
     found = []
     for p in descendants(root):
         try:
-            title = p.name() + " " + " ".join(p.cmdline()[:1])
+            name = p.name() + " " + " ".join(p.cmdline()[:1])
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if "RayTrainWorker" in title and alive(p):
+        if title in name and alive(p):
             found.append(p)
     return sorted(found, key=lambda p: p.pid)
+
+
+TRIAL_PROCESS = "ImplicitFunc"
+"""The actor class of a Tune function trainable: a trial whose loop runs in its own process
+(``trainer.executor=trial``) is a ``ray::ImplicitFunc.train`` process."""
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float, cli: Cli,
@@ -234,23 +240,41 @@ def tune_results(storage: Path, sid: str, trial: str) -> list[dict[str, Any]]:
 
 
 def final_checkpoint(storage: Path, sid: str, trial: str) -> dict[str, Any]:
-    """The trial's latest registered checkpoint state (Ray Train's checkpoint manager)."""
+    """The trial's latest checkpoint state: the one Ray Train's checkpoint manager registered,
+    or for a loop run in the trial's process the newest in its Tune trial folder."""
+    import pyarrow.fs
     import torch
 
+    from vidablate.train.session import newest_checkpoint
+
     folder = storage / f"{sid}-train" / trial
-    snapshot = json.loads((folder / "checkpoint_manager_snapshot.json").read_text())
-    name = snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
-    return torch.load(folder / name / "state.pt", map_location="cpu", weights_only=True)
+    if (folder / "checkpoint_manager_snapshot.json").exists():
+        snapshot = json.loads((folder / "checkpoint_manager_snapshot.json").read_text())
+        path = folder / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+    else:
+        path = Path(newest_checkpoint(pyarrow.fs.LocalFileSystem(), str(storage / sid / trial)))
+    return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
 
 
-def checkpoint_dirs(storage: Path | str, sid: str, trial: str) -> set[str]:
-    """The names of a trial's checkpoint folders, on a local or an object-store storage."""
+def checkpoint_root(storage: Path | str, sid: str, trial: str) -> str:
+    """The folder (path or URI) that holds a trial's checkpoint folders: Ray Train's run
+    folder under ``<sid>-train``, or the Tune trial folder under ``<sid>`` for a loop run in
+    the trial's own process (whichever has checkpoints; Tune's when neither has yet)."""
+    train, tune = f"{storage}/{sid}-train/{trial}", f"{storage}/{sid}/{trial}"
+    return train if _checkpoints(train) else tune
+
+
+def _checkpoints(uri: str) -> set[str]:
     import pyarrow.fs
 
-    uri = f"{storage}/{sid}-train/{trial}"
     fs, root = pyarrow.fs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
     found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     return {f.base_name for f in found
             if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith("checkpoint_")}
+
+
+def checkpoint_dirs(storage: Path | str, sid: str, trial: str) -> set[str]:
+    """The names of a trial's checkpoint folders, on a local or an object-store storage."""
+    return _checkpoints(checkpoint_root(storage, sid, trial))
 
 

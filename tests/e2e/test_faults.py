@@ -2,7 +2,9 @@
 
 1. SIGKILL one Ray Train worker of a 2-worker DDP trial mid-epoch: Ray Train restarts the worker
    group from the last checkpoint (``trainer.max_failures``), the trial completes, and MLflow
-   has one value per epoch.
+   has one value per epoch. The same for a one-worker trial whose loop runs in the Tune
+   trial's own process (``trainer.executor=auto``): that process is killed, and Tune
+   relaunches the trial from its last checkpoint.
 2. SIGKILL the driver (``jobs/ablate.py``) between the two trials of a table whose storage is
    an S3 bucket (moto's server), then run the same command again: the finished trial is kept (not retrained), the other one runs, MLflow has one
    parent run and one child run per (row, seed), and the table has both rows.
@@ -23,8 +25,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.e2e.faults_helpers import (
+    TRIAL_PROCESS,
     alive,
     checkpoint_dirs,
+    checkpoint_root,
     descendants,
     describe,
     final_checkpoint,
@@ -63,20 +67,27 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
 # --------------------------------------------------------------------------------------------
 
 WORKER_EPOCHS = 4
-# 2 DDP workers (gloo) x 1 CPU; 16 clips x 16 base classes = 256 clips, batch 8 (4 per worker):
-# 32 steps per worker, 1.5-5 s per epoch on 2 cores (the kill must land inside one).
-# max_trial_failures=0: only Ray Train's own worker-failure handling (trainer.max_failures) may
-# recover; Tune does not relaunch the trial.
+# 16 clips x 16 base classes = 256 clips, batch 8: 1.5-5 s per epoch on 2 cores (the kill must
+# land inside one). max_trial_failures=0: only the worker-failure handling of the executor may
+# recover (trainer.max_failures): Ray Train restarting its worker group, or, for a loop in the
+# trial's own process, Tune relaunching the trial.
 WORKER_ARGS = [
-    "space=isclip_modules", "rows=[baseline]", "num_cpus=2", "trainer.num_workers=2",
+    "space=isclip_modules", "rows=[baseline]", "num_cpus=2",
     f"trainer.epochs={WORKER_EPOCHS}", "data.train_per_class=16", "data.test_per_class=1",
     "trainer.batch_size=8", "trainer.max_failures=2", "max_trial_failures=0", "seeds=[0]",
 ]
+EXECUTORS = {
+    # 2 DDP workers (gloo) x 1 CPU under Ray Train: one RayTrainWorker is killed
+    "train": (["trainer.num_workers=2"], "RayTrainWorker", 2),
+    # one worker in the Tune trial's own process (trainer.executor=auto): that process is killed
+    "trial": (["trainer.num_workers=1"], TRIAL_PROCESS, 1),
+}
 
 
-def _run_worker_fault(ablate_cmd, tmp_path, kill: bool) -> dict:
+def _run_worker_fault(ablate_cmd, tmp_path, kill: bool, executor: str = "train") -> dict:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cli = launch(ablate_cmd + WORKER_ARGS + [f"tracking_uri={uri}"], tmp_path, BUDGET)
+    extra, title, count = EXECUTORS[executor]
+    cli = launch(ablate_cmd + WORKER_ARGS + extra + [f"tracking_uri={uri}"], tmp_path, BUDGET)
     killed, killed_desc, t_kill, first_pids, new_pids = None, "", None, set(), set()
     try:
         if kill:
@@ -84,18 +95,19 @@ def _run_worker_fault(ablate_cmd, tmp_path, kill: bool) -> dict:
             # the kill lands in epoch 2, a few seconds long
             wait_until("the progress line of epoch 1",
                        lambda: any(e >= 1 for _, _, e in cli.progress()), BUDGET, cli, 0.05)
-            workers = wait_until("2 RayTrainWorker processes",
-                                 lambda: (w := train_workers(cli.pid)) and len(w) == 2 and w,
-                                 30, cli, 0.05)
+            workers = wait_until(f"{count} {title} process(es)",
+                                 lambda: (w := train_workers(cli.pid, title)) and
+                                 len(w) == count and w, 30, cli, 0.05)
             first_pids = {p.pid for p in workers}
             killed = workers[-1]
             killed_desc = describe(killed)
             t_kill = time.time()
             os.kill(killed.pid, signal.SIGKILL)  # exactly once
-            # the worker group is restarted: new RayTrainWorker pids appear
+            # the worker group / the trial is restarted: new pids of that kind appear
             new_pids = wait_until(
-                "a restarted RayTrainWorker",
-                lambda: {p.pid for p in train_workers(cli.pid)} - first_pids, BUDGET, cli, 0.2)
+                f"a restarted {title}",
+                lambda: {p.pid for p in train_workers(cli.pid, title)} - first_pids, BUDGET,
+                cli, 0.2)
         code = cli.wait(BUDGET)
         assert code == 0, f"exit code {code}{cli.tail()}"
         return {"cli": cli, "uri": uri, "killed": killed, "killed_desc": killed_desc,
@@ -105,11 +117,12 @@ def _run_worker_fault(ablate_cmd, tmp_path, kill: bool) -> dict:
         cli.dump("faulted" if kill else "clean")
 
 
-def test_sigkill_one_train_worker_mid_epoch_resumes_from_checkpoint(ablate_cmd, tmp_path):
-    run = _run_worker_fault(ablate_cmd, tmp_path, kill=True)
+@pytest.mark.parametrize("executor", list(EXECUTORS))
+def test_sigkill_one_worker_mid_epoch_resumes_from_checkpoint(ablate_cmd, tmp_path, executor):
+    run = _run_worker_fault(ablate_cmd, tmp_path, kill=True, executor=executor)
     cli, t_kill = run["cli"], run["t_kill"]
     assert not alive(run["killed"]), "the killed worker is still running"
-    assert run["new_pids"], "Ray Train did not start new workers after the kill"
+    assert run["new_pids"], "no new worker process after the kill"
 
     parents, children = _runs(run["uri"], "isclip_modules")
     assert len(parents) == 1 and len(children) == 1, (
@@ -161,14 +174,15 @@ def test_sigkill_one_train_worker_mid_epoch_resumes_from_checkpoint(ablate_cmd, 
     gaps = [b - a for a, b in zip(finished, finished[1:], strict=False)]
     fault_gap = gaps[kept - 1]
     normal = statistics.median(gaps[:kept - 1] + gaps[kept:]) if len(gaps) > 1 else 0.0
-    print(f"\n[worker fault] killed {run['killed_desc']} at epoch {kept + 1} "
+    print(f"\n[worker fault, executor={executor}] killed {run['killed_desc']} at epoch {kept + 1} "
           f"(driver had seen {seen}); resumed from epoch {kept}; whole epochs trained again: "
           f"{repeated}; epochs reported twice: {reported_twice}; Tune reports {reported}; "
           f"fault gap {fault_gap:.1f} s vs normal epoch {normal:.1f} s -> about "
           f"{fault_gap - normal:.1f} s added; total wall {run['wall']:.0f} s")
     if os.environ.get("VIDABLATE_FAULT_COMPARE"):  # opt-in: the same run without the kill
         (tmp_path / "clean").mkdir()
-        clean = _run_worker_fault(ablate_cmd, tmp_path / "clean", kill=False)
+        clean = _run_worker_fault(ablate_cmd, tmp_path / "clean", kill=False,
+                                  executor=executor)
         print(f"[worker fault] without the kill: {clean['wall']:.0f} s; with: "
               f"{run['wall']:.0f} s; added {run['wall'] - clean['wall']:.0f} s")
 
@@ -324,7 +338,8 @@ def test_bucket_that_denies_writes_fails_the_trial_with_that_reason_and_rerun_re
         assert reason and "ACCESS_DENIED" in reason[0], f"no denial reason{first.tail()}"
         kept = sorted(checkpoint_dirs(storage, sid, "baseline-s0"))
         assert kept, "the checkpoint written before the denial is gone"
-        fs, root = pyarrow.fs.FileSystem.from_uri(f"{storage}/{sid}-train/baseline-s0/{kept[-1]}")
+        fs, root = pyarrow.fs.FileSystem.from_uri(
+            f"{checkpoint_root(storage, sid, 'baseline-s0')}/{kept[-1]}")
         files = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
         assert any(f.size for f in files), f"checkpoint {kept[-1]} has no readable file"
         child = [r for r in _runs(uri, "isclip_modules")[1]

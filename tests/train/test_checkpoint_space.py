@@ -17,7 +17,7 @@ from ray.train.v2._internal.execution.storage import StorageContext
 from torch import nn
 
 from vidablate.errors import NoSpaceError, out_of_space
-from vidablate.train import checkpoint, loop
+from vidablate.train import checkpoint, session
 from vidablate.train.checkpoint import (
     CHECKPOINT_MARGIN,
     STATE_FILE,
@@ -141,7 +141,7 @@ def test_the_upload_is_refused_when_the_storage_folder_is_too_small(tmp_path, sm
     folder = _checkpoint_folder(tmp_path, 3 * MiB)
     free = shutil.disk_usage(disk).free
     with pytest.raises(NoSpaceError) as info:
-        loop.report_checkpoint({"epoch": 1}, str(folder))
+        session.report_checkpoint({"epoch": 1}, str(folder))
     need = 3 * MiB + CHECKPOINT_MARGIN
     assert str(info.value) == expected(storage.experiment_fs_path, need, free) == \
         f"no space left on {disk}/trial-0: need 4 MiB, 2 free"
@@ -155,10 +155,10 @@ def test_running_out_of_space_while_uploading_removes_the_partial_copy(tmp_path,
     disk = small_disk("2m")
     storage = StorageContext(str(disk), "trial-0")
     calls = _install(monkeypatch, storage)
-    monkeypatch.setattr(loop, "ensure_space", lambda path, need: None)
+    monkeypatch.setattr(session, "ensure_space", lambda path, need: None)
     folder = _checkpoint_folder(tmp_path, 3 * MiB)
     with pytest.raises(NoSpaceError) as info:
-        loop.report_checkpoint({"epoch": 1}, str(folder))
+        session.report_checkpoint({"epoch": 1}, str(folder))
     err = info.value
     assert str(err) == expected(storage.experiment_fs_path, 3 * MiB + CHECKPOINT_MARGIN,
                                 err.free)
@@ -173,7 +173,7 @@ def test_with_room_the_checkpoint_is_uploaded_under_the_name_rank0_chose(tmp_pat
     storage = StorageContext(str(disk), "trial-0")
     calls = _install(monkeypatch, storage)
     folder = _checkpoint_folder(tmp_path, 3 * MiB)
-    loop.report_checkpoint({"epoch": 1}, str(folder))
+    session.report_checkpoint({"epoch": 1}, str(folder))
     copy = Path(storage.build_checkpoint_path_from_name(calls[0]["name"])) / STATE_FILE
     assert copy.stat().st_size == 3 * MiB
 
@@ -184,7 +184,7 @@ def test_cloud_or_unknown_storage_reports_as_before(tmp_path, monkeypatch):
     monkeypatch.setattr(ray.train, "report", lambda metrics, checkpoint=None:
                         calls.append((metrics, checkpoint)))
     folder = _checkpoint_folder(tmp_path, 10)
-    loop.report_checkpoint({"epoch": 1}, str(folder))
-    loop.report_checkpoint({"epoch": 1}, None)  # the other ranks
+    session.report_checkpoint({"epoch": 1}, str(folder))
+    session.report_checkpoint({"epoch": 1}, None)  # the other ranks
     assert [c[1] is None for c in calls] == [False, True]
     assert calls[0][1].path == str(folder)

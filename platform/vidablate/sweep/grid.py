@@ -33,7 +33,7 @@ from .tracking import (
     trial_error,
     use_driver_state,
 )
-from .trial import TRIAL_DRIVER_RESOURCES, run_trial
+from .trial import CHECKPOINTS_KEPT, run_trial, trial_request, tune_relaunches, with_resources
 
 
 def _trial_name(trial: Any) -> str:
@@ -58,10 +58,10 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
 
     trial_payload = {t.key: {"experiment": t.experiment, "run_id": None,
                              "cache": cache_options, "packed": packed[t.key]} for t in trials}
-    trainable = tune.with_resources(
+    trainable = with_resources(
         tune.with_parameters(run_trial, trials=trial_payload, train_root=f"{storage}/{sid}-train"),
-        TRIAL_DRIVER_RESOURCES,
-    )
+        lambda config: trial_request(trial_payload[config["trial"]]["experiment"]["trainer"],
+                                     trial_payload[config["trial"]]["packed"]))
     exp_path = f"{storage}/{sid}"
     started = time.time()
     use_driver_state(tracking_uri, experiment_name, parent_id, tracker.run_tags)
@@ -80,7 +80,9 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
                     tracking_uri, experiment_name, sid, parent_id, {t.key: t for t in trials},
                     {t.key: t.experiment["trainer"]["epochs"] for t in trials},
                     tags=tracker.run_tags, storage=storage)],
-                failure_config=tune.FailureConfig(max_failures=max_failures),
+                failure_config=tune.FailureConfig(max_failures=tune_relaunches(
+                    [t.experiment["trainer"] for t in trials], max_failures)),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             ),
         )
     grid = interrupt.fit(tuner, tracker, sid, parent_id, exp_path)

@@ -30,7 +30,14 @@ from .tracking import (
     trial_error,
     use_driver_state,
 )
-from .trial import TRIAL_DRIVER_RESOURCES, run_hpo_trial
+from .trial import (
+    CHECKPOINTS_KEPT,
+    hpo_experiment,
+    run_hpo_trial,
+    trial_request,
+    tune_relaunches,
+    with_resources,
+)
 
 
 def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, parent_id: str,
@@ -56,11 +63,11 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
           f"{storage}/{sid}; MLflow {_redact(tracker.tracking_uri)} (experiment "
           f"{tracker.experiment!r}, parent run {parent_id}{'' if created else ', resumed'})",
           flush=True)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_hpo_trial, common=template.experiment,
-                             train_root=f"{storage}/{sid}-train", cache_options=cache_options,
-                             packed=packed),
-        TRIAL_DRIVER_RESOURCES)
+    common = template.experiment
+    trainable = with_resources(
+        tune.with_parameters(run_hpo_trial, common=common, train_root=f"{storage}/{sid}-train",
+                             cache_options=cache_options, packed=packed),
+        lambda config: trial_request(hpo_experiment(config, common)["trainer"], packed))
     callback = HPOTrialCallback(tracker.tracking_uri, tracker.experiment, sid, parent_id,
                                 template.experiment, template.seed, epochs, space.num_samples,
                                 tags=tracker.run_tags, storage=storage,
@@ -84,7 +91,9 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
             ),
             run_config=tune.RunConfig(
                 name=sid, storage_path=storage, verbose=0, callbacks=[callback],
-                failure_config=tune.FailureConfig(max_failures=max_failures),
+                failure_config=tune.FailureConfig(max_failures=tune_relaunches(
+                    [common["trainer"]], max_failures)),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             ),
         )
     grid = interrupt.fit(tuner, tracker, sid, parent_id, exp_path)

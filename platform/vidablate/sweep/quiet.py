@@ -29,8 +29,19 @@ class _TokenNotice(logging.Filter):
         return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
 
 
+class _SnapshotNotice(logging.Filter):
+    """Tune's "Experiment state snapshotting has been triggered multiple times": it saves its
+    state after every second checkpoint of a trial, as it must before deleting an older one
+    (``CheckpointConfig(num_to_keep)``); with second-long epochs (the embedded default) that
+    is every few seconds, and a snapshot of a sweep's state takes milliseconds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Experiment state snapshotting has been triggered" not in record.getMessage()
+
+
 FILTERS = {"ray.tune.utils.util": _SlowCallback(),
-           "ray._private.authentication.authentication_token_setup": _TokenNotice()}
+           "ray._private.authentication.authentication_token_setup": _TokenNotice(),
+           "ray.tune.execution.experiment_state": _SnapshotNotice()}
 
 
 def install() -> None:

@@ -49,7 +49,8 @@ PARENT_TAG = "mlflow.parentRunId"
 SPACE_HASH_TAG = "vidablate.space.sha256"
 """SHA-256 of the space file a sweep ran (the dashboard marks the table stale when it changes)."""
 CHECKPOINT_PATH_KEY = "checkpoint_path"
-"""Where Ray Tune's ``TuneReportCallback`` puts the path of a report's Train checkpoint."""
+"""Where Ray Tune's ``TuneReportCallback`` puts the path of a report's Train checkpoint (a loop
+run in the trial's own process has Tune's checkpoint on the trial instead)."""
 NODE_TAG = "vidablate.node"
 """The Ray node id that trained a trial's last reported epoch."""
 NODES_TAG = "vidablate.nodes"
@@ -606,7 +607,8 @@ class MLflowTrialCallback(Callback):
         last = dict(trial.last_result or {})
         early = self.stopping and int(last.get("epoch", 0)) < self._total(self._key(trial))
         self._finished(trials, trial, "stopped" if early else "finished")
-        checkpoint = checkpoint_uri(last.get(CHECKPOINT_PATH_KEY), self.storage)
+        checkpoint = checkpoint_uri(last.get(CHECKPOINT_PATH_KEY) or _tune_checkpoint(trial),
+                                    self.storage)
         end = int(time.time() * 1000)
 
         def finish() -> None:
@@ -644,6 +646,12 @@ class MLflowTrialCallback(Callback):
                 self.client.set_terminated(run_id, "FAILED", end_time=end)
 
         self.outbox.send(f"trial {self._key(trial)}: run FAILED", fail)
+
+
+def _tune_checkpoint(trial: Any) -> str | None:
+    """The path of a trial's last Tune checkpoint (a loop run in the trial's own process)."""
+    checkpoint = getattr(trial, "checkpoint", None)
+    return getattr(checkpoint, "path", None) if checkpoint is not None else None
 
 
 def _clock(seconds: float | None) -> str:

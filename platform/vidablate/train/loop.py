@@ -1,7 +1,9 @@
-"""The shared Ray Train worker loop: DDP over gloo (CPU) or NCCL (GPU), bf16 autocast on GPU,
+"""The shared training loop: DDP over gloo (CPU) or NCCL (GPU), bf16 autocast on GPU,
 base/novel evaluation every epoch, and a resumable checkpoint every ``checkpoint_every`` epochs.
 
-Ray Train picks the backend: ``TorchTrainer`` uses NCCL when ``use_gpu`` and gloo otherwise.
+It runs as a Ray Train worker (``train_loop_per_worker``; Ray Train picks the backend:
+``TorchTrainer`` uses NCCL when ``use_gpu`` and gloo otherwise) or in a Ray Tune trial's own
+process (``train_loop_in_trial``, one worker); ``session`` holds what differs.
 """
 
 from __future__ import annotations
@@ -9,16 +11,12 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import tempfile
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -34,10 +32,9 @@ from ..data.protocols import (
     protocol_metrics,
     synthetic_spec,
 )
-from ..errors import ensure_space, no_space_error
 from ..model import VideoCLIP, build_model
 from .averaging import EpochAverage
-from .checkpoint import CHECKPOINT_MARGIN, load_state, save_state
+from .checkpoint import load_state, save_state
 from .diagnostics import GradNorm, ProbeSet, has_imu_modules
 from .keys import (
     DIVERGED_KEY,
@@ -47,12 +44,8 @@ from .keys import (
     NODE_KEY,
     REPLAYED_KEY,
 )
+from .session import Session, TrainSession, TrialSession, node_id
 from .step import train_step
-
-
-def _node_id() -> str:
-    """The Ray node this worker runs on; empty outside Ray (asking would start a local Ray)."""
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def seed_everything(seed: int) -> None:
@@ -287,60 +280,20 @@ class ResumableSampler(DistributedSampler):
         return super().__len__() - getattr(self, "skip", 0)
 
 
-def _jit_checkpoint(rank: int, model: VideoCLIP, optimizers: dict, schedulers: dict, epoch: int,
-                    step: int, sums: torch.Tensor, history: list, run_id: str | None,
-                    average: EpochAverage | None = None) -> None:
-    """Ray Train says a node is about to be preempted: save mid-epoch state now and keep
-    training; the restarted run resumes at this step instead of at the epoch's start. The
-    running loss sums are saved summed over ranks (rank 0 takes them back on resume)."""
+def _jit_checkpoint(session: Session, model: VideoCLIP, optimizers: dict, schedulers: dict,
+                    epoch: int, step: int, sums: torch.Tensor, history: list,
+                    run_id: str | None, average: EpochAverage | None = None) -> None:
+    """A node is about to be preempted: save mid-epoch state now and keep training; the
+    restarted run resumes at this step instead of at the epoch's start. The running loss sums
+    are saved summed over ranks (rank 0 takes them back on resume)."""
     total = _all_reduce(sums.clone())
     with tempfile.TemporaryDirectory() as tmp:
-        if rank == 0:
+        if session.rank == 0:
             save_state(tmp, model, optimizers, schedulers, epoch, history, run_id, step=step,
                        partial=total.tolist(),
                        epoch_average=average.state_dict() if average else None)
-        report_checkpoint({"epoch": epoch, "jit_checkpoint_step": step},
-                          tmp if rank == 0 else None)
-
-
-def _local_storage() -> Any:
-    """Ray Train's storage context of this trial when it stores checkpoints in a local (or
-    mounted shared) folder; None for a cloud URI or where Ray Train gives none."""
-    try:
-        storage = ray.train.get_context().get_storage()
-        local = getattr(storage.storage_filesystem, "type_name", None) == "local"
-        return storage if local and hasattr(storage, "make_default_checkpoint_dir_name") \
-            else None
-    except (AttributeError, NotImplementedError, RuntimeError):
-        return None
-
-
-def report_checkpoint(metrics: dict[str, Any], directory: str | None) -> None:
-    """``ray.train.report`` with the checkpoint folder rank 0 wrote (None on the other ranks).
-    When the trial's storage is a local folder, its free space is checked for the folder's
-    size first, and an upload that still runs out of space removes the partial copy; both
-    fail the trial with NoSpaceError."""
-    if directory is None:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    checkpoint = ray.train.Checkpoint.from_directory(directory)
-    storage = _local_storage()
-    if storage is None:
-        ray.train.report(metrics, checkpoint=checkpoint)
-        return
-    root = storage.experiment_fs_path
-    need = sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file()) \
-        + CHECKPOINT_MARGIN
-    ensure_space(root, need)
-    name = storage.make_default_checkpoint_dir_name()  # rank 0's name is the one Ray uses
-    try:
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
-    except Exception as exc:
-        err = no_space_error(exc, root, need)
-        if err is None:
-            raise
-        shutil.rmtree(storage.build_checkpoint_path_from_name(name), ignore_errors=True)
-        raise err from exc
+        session.report({"epoch": epoch, "jit_checkpoint_step": step},
+                       tmp if session.rank == 0 else None)
 
 
 def use_feature_cache(options: dict[str, Any] | None, cfg: ExperimentConfig, model: VideoCLIP,
@@ -367,11 +320,21 @@ def use_feature_cache(options: dict[str, Any] | None, cfg: ExperimentConfig, mod
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. ``loop_config``: {"experiment": dict, "mlflow_run_id": str|None,
     "cache": {"mode", "root"} (optional; no cache without it)}."""
+    run_loop(loop_config, TrainSession())
+
+
+def train_loop_in_trial(loop_config: dict[str, Any]) -> None:
+    """The same loop in a Ray Tune trial's own process (``trainer.executor=trial``)."""
+    run_loop(loop_config, TrialSession())
+
+
+def run_loop(loop_config: dict[str, Any], session: Session) -> None:
+    """Train and evaluate one trial, reporting through ``session`` (``loop_config`` as
+    ``train_loop_per_worker``)."""
     cfg = ExperimentConfig.from_dict(loop_config["experiment"]).validate()
     run_id = loop_config.get("mlflow_run_id")
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device() if cfg.trainer.use_gpu else torch.device("cpu")
+    rank, world = session.rank, session.world
+    device = session.device(cfg.trainer.use_gpu)
     if device.type == "cpu":
         torch.set_num_threads(max(cfg.trainer.cpus_per_worker, 1))
     autocast = cfg.trainer.amp and device.type == "cuda"
@@ -389,7 +352,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics = {"epoch": 0, "world_size": world, **once}
         metrics.update(evaluate_protocol(model, data, cfg, device, rank, world, autocast,
                                          workers))
-        ray.train.report(metrics)
+        session.report(metrics)
         return
     assert data.train is not None
     accumulate = cfg.trainer.accumulation_steps
@@ -401,7 +364,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if cfg.trainer.epoch_average else None
     history: list[dict[str, float]] = []
     start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_state(directory, model, optimizers, schedulers)
@@ -411,7 +374,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         run_id = run_id or state["mlflow_run_id"]
         if history:
             once[HISTORY_KEY] = json.dumps(history)
-    wrapped = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
+    wrapped = session.wrap(model)
     model.frame_encoder.set_activation_checkpointing(cfg.trainer.activation_checkpointing)
     if cfg.trainer.compile:  # compiling the DDP wrapper lets DDP's optimizer split graphs at
         # its gradient buckets; evaluation runs the plain module (no recompiles for eval shapes)
@@ -432,7 +395,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         # Restored from the final checkpoint (a sweep restarted from scratch over finished
         # trials): report the finished result again, marked so it is not logged twice.
         final = {k: v for k, v in history[-1].items() if k != "finished_at"}
-        ray.train.report({**final, REPLAYED_KEY: True, HISTORY_KEY: once[HISTORY_KEY]})
+        session.report({**final, REPLAYED_KEY: True, HISTORY_KEY: once[HISTORY_KEY]})
         return
 
     check_every = cfg.trainer.preemption_check_every
@@ -470,9 +433,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                      parts.get("kd", torch.zeros((), device=device)).detach(),
                                      torch.ones((), device=device)]).double()
             if check_every and boundary and (step // accumulate) % check_every == 0 \
-                    and not jit_saved and ray.train.get_preemption_info() is not None:  # barrier
+                    and not jit_saved and session.preempted():  # a barrier under Ray Train
                 jit_saved = True
-                _jit_checkpoint(rank, model, optimizers, schedulers, epoch, step, sums,
+                _jit_checkpoint(session, model, optimizers, schedulers, epoch, step, sums,
                                 history, run_id, average)
         if not per_step:
             for sched in schedulers.values():
@@ -481,7 +444,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         n = max(float(sums[3]), 1.0)
         if not math.isfinite(float(sums[0])):  # the same all-reduced value on every rank
             nan = dict.fromkeys(PROTOCOL_METRICS[cfg.data.protocol], math.nan)  # HPO needs them
-            ray.train.report({"epoch": epoch + 1, "world_size": world, **nan, DIVERGED_KEY: (
+            session.report({"epoch": epoch + 1, "world_size": world, **nan, DIVERGED_KEY: (
                 f"train_loss is {float(sums[0]) / n} in epoch {epoch + 1}: the trial "
                 f"diverged (lower the learning rates trainer.lr_visual={cfg.trainer.lr_visual}"
                 f" / trainer.lr_new={cfg.trainer.lr_new})")})
@@ -495,7 +458,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_kd": float(sums[2]) / n,
             "corrupt_train": float(sums[4]),
             "world_size": world,
-            NODE_KEY: _node_id(),
+            NODE_KEY: node_id(),
             **imu_grad.read(),
             **(once if epoch == start_epoch else {}),
         }
@@ -515,6 +478,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     save_state(tmp, model, optimizers, schedulers, epoch + 1, history, run_id,
                                epoch_average=average.state_dict() if average else None,
                                experiment=loop_config["experiment"])
-                report_checkpoint(metrics, tmp if rank == 0 else None)
+                session.report(metrics, tmp if rank == 0 else None)
         else:
-            ray.train.report(metrics)
+            session.report(metrics)
