@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -58,7 +59,14 @@ def load_clip(name: str, pretrained: str | None = None) -> tuple[nn.Module, obje
             f"could not load weights model.pretrained={pretrained!r} for model.backbone={name!r}: "
             f"{type(err).__name__}: {err}. Offline machines need a local weights file."
         ) from err
-    return model, open_clip.get_tokenizer(name)
+    return model, _tokenizer(name)
+
+
+@functools.cache
+def _tokenizer(name: str) -> object:
+    """open_clip's tokenizer of ``name``, made once per process (reading its BPE vocabulary
+    takes ~0.1 s, and a sweep's planning builds one model per distinct configuration)."""
+    return open_clip.get_tokenizer(name)
 
 
 class _DropRandomInitNotice(logging.Filter):

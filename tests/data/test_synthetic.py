@@ -18,6 +18,7 @@ from vidablate.data.synthetic import (
     SyntheticVideoIMU,
     class_names,
     generate_split,
+    split_labels,
 )
 
 OBJECT_WORDS = ["red square", "green circle", "blue triangle", "yellow cross"]
@@ -249,6 +250,23 @@ def test_classes_filter_keeps_global_labels() -> None:
     assert len(ds.class_names) == 6
     with pytest.raises(ValueError, match="classes"):
         SyntheticVideoIMU(spec, "test", classes=[6])
+
+
+def test_labels_come_first_and_frames_are_rendered_on_first_use() -> None:
+    """A plan or a dry run reads labels and sizes only; the frames, IMU and windows a trial
+    reads are those of the full generation, rendered once."""
+    spec = SyntheticSpec(num_classes=6, train_per_class=3, test_per_class=2, seed=4)
+    full = generate_split(spec, "train")
+    np.testing.assert_array_equal(split_labels(spec, "train"), full["label"])
+    ds = SyntheticVideoIMU(spec, "train", classes=[0, 5])
+    keep = np.flatnonzero(np.isin(full["label"], [0, 5]))
+    assert len(ds) == len(keep) == 6 and ds._rendered is None
+    np.testing.assert_array_equal(ds.labels, full["label"][keep])
+    np.testing.assert_array_equal(ds.video, full["video"][keep])
+    rendered = ds._rendered
+    np.testing.assert_array_equal(ds.imu.numpy(), full["imu"][keep])
+    np.testing.assert_array_equal(ds.windows, full["window"][keep])
+    assert ds._rendered is rendered  # once
 
 
 @pytest.mark.parametrize(

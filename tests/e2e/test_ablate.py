@@ -30,7 +30,7 @@ def test_table_to_mlflow_and_resume_without_duplicates(ablate_cmd, tmp_path):
                          timeout=120)
     dry_s = time.time() - started
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
-    assert dry_s < 40, dry_s  # the target is 20 s; 17-26 s measured on a loaded 2-core machine
+    assert dry_s < 30, dry_s  # the target is 20 s: 10.7 s measured on an idle 2-core machine
     assert re.search(r"^estimate: \d+ s wall on this machine \(cpu\)$", dry.stdout, re.M)
     assert "no sweep has run on this storage yet" in dry.stdout  # fixed costs: the defaults
     started = time.time()

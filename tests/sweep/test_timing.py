@@ -46,7 +46,29 @@ def test_wall_estimate_packs_trials_longest_first_into_free_slots():
     fixed, _ = timing.summarise(0.0, {}, {}, "sw")
     fixed.trial_start_s, fixed.sweep_start_s = 5.0, 7.0
     # 2 slots, 5 s start each: a 35 | b 25, c 25 -> 40, d 35 -> 50: makespan 50
-    assert wall_estimate(tc, 2, fixed) == pytest.approx(7.0 + 8.0 / 2 + 50.0)
-    assert wall_estimate(tc, 1, fixed) == pytest.approx(7.0 + 8.0 + 90.0)
+    fixed.startup_s = 11.0
+    assert wall_estimate(tc, 2, fixed) == pytest.approx(11.0 + 7.0 + 8.0 / 2 + 50.0)
+    assert wall_estimate(tc, 1, fixed) == pytest.approx(11.0 + 7.0 + 8.0 + 90.0)
     assert wall_estimate(tc, 1, None) == pytest.approx(
-        timing.SWEEP_START_S + 8.0 + 70.0 + 4 * timing.TRIAL_START_S)
+        timing.STARTUP_S + timing.SWEEP_START_S + 8.0 + 70.0 + 4 * timing.TRIAL_START_S)
+
+
+def test_start_up_is_measured_from_the_process_start_then_from_the_last_sweep(tmp_path,
+                                                                             capsys):
+    import os
+    import time
+
+    started = timing.process_started()
+    assert started <= time.time()
+    assert time.time() - started < time.time() - os.stat("/proc/1").st_mtime + 1  # after boot
+    import dataclasses
+    import json
+
+    saved = dataclasses.asdict(timing.summarise(1.0, {"a": (0.0, 1.0)}, {}, "old")[0])
+    del saved["startup_s"]
+    (tmp_path / timing.TIMINGS_FILE).write_text(json.dumps(saved))
+    old = timing.load(str(tmp_path))
+    assert old.startup_s == timing.STARTUP_S  # a file written before the field existed
+    before = time.time()
+    timing.report("no-such-sweep", str(tmp_path), 5.0, 1, startup_s=3.0)
+    assert timing.origin() >= before  # the next sweep of a multirun measures from here

@@ -206,15 +206,30 @@ def generate_split_with_tracks(spec: SyntheticSpec, split: str) -> dict[str, np.
     return _generate(spec, split)
 
 
-def _generate(spec: SyntheticSpec, split: str) -> dict[str, np.ndarray]:
-    """The generator behind ``generate_split``; also returns the object track."""
+def _split_rng(spec: SyntheticSpec, split: str) -> np.random.Generator:
     if split not in _SPLIT_IDS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(_SPLIT_IDS)}")
-    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0x51D, _SPLIT_IDS[split]]))
-    C, T, S = spec.num_classes, spec.num_frames, spec.image_size
+    return np.random.default_rng(np.random.SeedSequence([spec.seed, 0x51D, _SPLIT_IDS[split]]))
+
+
+def _draw_labels(spec: SyntheticSpec, split: str, rng: np.random.Generator) -> np.ndarray:
+    """The split's labels: the generator's first draw."""
     per_class = spec.train_per_class if split == "train" else spec.test_per_class
-    n = C * per_class
-    label = rng.permutation(np.repeat(np.arange(C, dtype=np.int64), per_class))
+    return rng.permutation(np.repeat(np.arange(spec.num_classes, dtype=np.int64), per_class))
+
+
+def split_labels(spec: SyntheticSpec, split: str) -> np.ndarray:
+    """The labels ``generate_split`` gives, without rendering a frame (the first draw of the
+    same generator)."""
+    return _draw_labels(spec, split, _split_rng(spec, split))
+
+
+def _generate(spec: SyntheticSpec, split: str) -> dict[str, np.ndarray]:
+    """The generator behind ``generate_split``; also returns the object track."""
+    rng = _split_rng(spec, split)
+    C, T, S = spec.num_classes, spec.num_frames, spec.image_size
+    label = _draw_labels(spec, split, rng)
+    n = len(label)
     table = np.array(_CLASS_TABLE[:C])
     obj, motion = table[label, 0], table[label, 1]
 
@@ -365,25 +380,48 @@ class SyntheticVideoIMU(Dataset):
         self, spec: SyntheticSpec, split: str, classes: Sequence[int] | None = None,
         sampling: Any = None,
     ) -> None:
-        data = generate_split(spec, split)
         self.spec = spec
         self.split = split
         self.class_names = class_names(spec.num_classes)
-        keep = np.arange(len(data["label"]))
+        labels = split_labels(spec, split)
+        keep = np.arange(len(labels))
         if classes is not None:
             wanted = np.asarray(list(classes), dtype=np.int64)
             bad = wanted[(wanted < 0) | (wanted >= spec.num_classes)]
             if bad.size:
                 raise ValueError(f"classes out of range 0..{spec.num_classes - 1}: {bad.tolist()}")
-            keep = np.flatnonzero(np.isin(data["label"], wanted))
+            keep = np.flatnonzero(np.isin(labels, wanted))
         self.indices = keep  # rows of the generated split
-        self.video = data["video"][keep]
-        self.imu = torch.from_numpy(data["imu"][keep])
-        self.labels = data["label"][keep]
-        self.windows = data["window"][keep]
+        self.labels = labels[keep]
+        self._rendered: dict[str, Any] | None = None
         self.sampling = None if _is_identity(sampling, spec) else sampling
         self._mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(CLIP_STD, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def _render(self) -> dict[str, Any]:
+        """The split's frames, IMU and windows, rendered on first use: a plan or a dry run
+        needs only the labels and the size."""
+        if self._rendered is None:
+            data, keep = generate_split(self.spec, self.split), self.indices
+            self._rendered = {"video": data["video"][keep],
+                              "imu": torch.from_numpy(data["imu"][keep]),
+                              "window": data["window"][keep]}
+        return self._rendered
+
+    @property
+    def video(self) -> np.ndarray:
+        """uint8 [N, T, H, W, 3]."""
+        return self._render()["video"]
+
+    @property
+    def imu(self) -> torch.Tensor:
+        """float32 [N, 6, T*imu_rate]."""
+        return self._render()["imu"]
+
+    @property
+    def windows(self) -> np.ndarray:
+        """int64 [N, 2]: first and last active frame."""
+        return self._render()["window"]
 
     def __len__(self) -> int:
         return len(self.labels)

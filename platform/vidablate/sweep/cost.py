@@ -30,7 +30,7 @@ from ..train.loop import make_optimizers, seed_everything
 from ..train.step import train_step
 from .caching import TrialCache, describe_plan
 from .space import Space, TrialSpec
-from .timing import SWEEP_START_S, TRIAL_START_S, Timings
+from .timing import STARTUP_S, SWEEP_START_S, TRIAL_START_S, Timings
 
 
 @dataclass
@@ -192,17 +192,19 @@ def table_cost(trials: list[TrialSpec], plans: dict[str, TrialCache],
 
 
 def wall_estimate(tc: TableCost, concurrency: int, fixed: Timings | None) -> float:
-    """Seconds of wall time of the table on this machine: each trial's loop time plus the fixed
-    cost per trial, run ``concurrency`` at once (longest first into the first free slot, as
-    Tune starts queued trials when one ends), after the cache entries are built (Ray tasks,
-    ``concurrency`` at once) and with the fixed cost per sweep. ``fixed`` is what the last
-    sweep on this storage measured (``sweep.timing``); None takes the defaults there."""
+    """Seconds of wall time of the whole command on this machine: its start-up, then the cache
+    entries built (Ray tasks, ``concurrency`` at once), then each trial's loop time plus the
+    fixed cost per trial, run ``concurrency`` at once (longest first into the first free slot,
+    as Tune starts queued trials when one ends), with the fixed cost per sweep. ``fixed`` is
+    what the last sweep on this storage measured (``sweep.timing``); None takes the defaults
+    there."""
     per_trial = fixed.trial_start_s if fixed else TRIAL_START_S
     per_sweep = fixed.sweep_start_s if fixed else SWEEP_START_S
+    startup = fixed.startup_s if fixed else STARTUP_S
     slots = [0.0] * max(concurrency, 1)
     for seconds in sorted(tc.trials.values(), reverse=True):
         heapq.heapreplace(slots, slots[0] + seconds + per_trial)
-    return per_sweep + tc.build / max(concurrency, 1) + max(slots)
+    return startup + per_sweep + tc.build / max(concurrency, 1) + max(slots)
 
 
 def format_cost(tc: TableCost) -> str:
@@ -306,10 +308,12 @@ def describe(space: Space, trials: list[TrialSpec], cost: bool = True,
                 wall = wall_estimate(tc, concurrency, fixed)
                 source = (f"measured by sweep {fixed.sweep} on this storage" if fixed else
                           "no sweep has run on this storage yet: defaults from the "
-                          "development machine, 2.7x low on a slower one")
+                          "2-core development machine")
                 per_trial = fixed.trial_start_s if fixed else TRIAL_START_S
-                lines.append(f"  wall time: {concurrency} trial(s) at once; fixed cost "
-                             f"{per_trial:.0f} s per trial ({source}); decoding not included")
+                startup = fixed.startup_s if fixed else STARTUP_S
+                lines.append(f"  wall time: {concurrency} trial(s) at once; start-up "
+                             f"{startup:.0f} s, fixed cost {per_trial:.1f} s per trial "
+                             f"({source}); decoding not included")
                 lines.append(f"estimate: {wall:.0f} s wall on this machine "
                              f"({'gpu' if tc.device == 'cuda' else 'cpu'})")
     return "\n".join(lines)

@@ -43,14 +43,16 @@ def _trial_name(trial: Any) -> str:
 def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTracker,
              parent_id: str, created: bool, storage: str, *, cache_options: dict[str, Any],
              packed: dict[str, bool], restore: Callable[[str, Any], tune.Tuner | None],
-             max_concurrent: int, max_failures: int, report_dir: Path
+             max_concurrent: int, max_failures: int, report_dir: Path,
+             startup_s: float | None = None
              ) -> tuple[str, dict[str, Path], list[TrialOutcome]]:
     """Run (or restore and continue) every trial, then report the table; returns its
     Markdown, the table files and one outcome per trial in the trials' order.
 
     ``restore(experiment path, trainable)`` gives the Tuner of an earlier run of this sweep or
     None; ``max_concurrent``: trials at once; ``max_failures``: Tune relaunches of a failed
-    trial; ``report_dir``: where the table files go before they are logged."""
+    trial; ``report_dir``: where the table files go before they are logged; ``startup_s``:
+    the command's start-up before the sweep (``sweep.timing``)."""
     tracking_uri, experiment_name = tracker.tracking_uri, tracker.experiment
     print(f"sweep {sid}: {len(trials)} trials; storage {storage}/{sid}; "
           f"MLflow {_redact(tracking_uri)} (experiment {experiment_name!r}, parent run {parent_id}"
@@ -120,7 +122,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
     markdown = to_markdown(space, table, header, verdicts)
     elapsed = time.time() - started
     print(f"\n{markdown}\n", flush=True)
-    timing.report(sid, storage, elapsed, max_concurrent)
+    timing.report(sid, storage, elapsed, max_concurrent, startup_s)
     for o in failed:
         print(f"trial {o.row} seed {o.seed}: {o.status}"
               f"{': ' + failure_reason(o.error) if o.error else ''}", file=sys.stderr)

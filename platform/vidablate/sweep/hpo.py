@@ -43,7 +43,8 @@ from .trial import (
 def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, parent_id: str,
             created: bool, storage: str, *, cache_options: dict[str, Any] | None,
             packed: bool, restore: Callable[[str, Any], tune.Tuner | None],
-            max_concurrent: int, max_failures: int, report_dir: Path
+            max_concurrent: int, max_failures: int, report_dir: Path,
+            startup_s: float | None = None
             ) -> tuple[str, dict[str, Path], list[TrialOutcome]]:
     """Optuna TPE through Ray Tune's OptunaSearch: ``num_samples`` trials, each one
     TorchTrainer; a restarted driver restores the searcher and the unfinished trials. Returns
@@ -129,7 +130,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
     record_failures(tracker, sid, parent_id, errors)
     tracker.client.set_terminated(parent_id, "FAILED" if failed or not ok else "FINISHED")
     print(f"\n{markdown}\n", flush=True)
-    timing.report(sid, storage, time.time() - started, max_concurrent)
+    timing.report(sid, storage, time.time() - started, max_concurrent, startup_s)
     ui = browse_command(tracker.tracking_uri, tracker.experiment_id)
     print(f"sweep {sid} done in {math.ceil(time.time() - started)} s; best "
           f"{best[0] + ' ' + metric + '=' + format(best[2][metric], '.2f') if ok else 'none'}\n"

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,7 +241,9 @@ def _launch(space: Space, trials: list[TrialSpec], sid: str, root: str,
 
     _init_ray(settings)
     check_resources(trials, ray.cluster_resources(), packed)  # before any run is created
+    building = time.time()
     counts = build_entries(plans, planned, log=lambda line: print(line, flush=True))
+    build_s = time.time() - building
     if settings.cache_only:
         print(f"feature cache of {space.name} in {root}: {counts['entries']} entries, "
               f"{counts['reused']} were complete, {counts['parts']} part(s) built", flush=True)
@@ -266,6 +269,8 @@ def _launch(space: Space, trials: list[TrialSpec], sid: str, root: str,
     def restore(exp_path: str, trainable: Any) -> tune.Tuner | None:
         return _restore(exp_path, trainable, settings)
 
+    startup_s = time.time() - timing.origin() - build_s
+
     if space.kind == "hpo":
         template = trials[0]
         one = {template.key: packed.get(template.key, False)}
@@ -273,13 +278,14 @@ def _launch(space: Space, trials: list[TrialSpec], sid: str, root: str,
             space, template, sid, tracker, parent_id, created, storage,
             cache_options=cache_options, packed=one[template.key], restore=restore,
             max_concurrent=_concurrency([template], settings, one),
-            max_failures=settings.max_trial_failures, report_dir=report_dir)
+            max_failures=settings.max_trial_failures, report_dir=report_dir,
+            startup_s=startup_s)
         return SweepReport(sid, parent_id, tracking_uri, experiment_name, markdown, files,
                            outcomes, [template], space.path)
     markdown, files, outcomes = run_grid(
         space, trials, sid, tracker, parent_id, created, storage, cache_options=cache_options,
         packed=packed, restore=restore, max_concurrent=_concurrency(trials, settings, packed),
-        max_failures=settings.max_trial_failures, report_dir=report_dir)
+        max_failures=settings.max_trial_failures, report_dir=report_dir, startup_s=startup_s)
     return SweepReport(sid, parent_id, tracking_uri, experiment_name, markdown, files,
                        outcomes, trials, space.path)
 

@@ -1,7 +1,9 @@
 """Where a sweep's time goes: its wall time against its trials' time inside the training loop,
-and the fixed cost per trial (everything else a trial takes: Tune and Train start-up, MLflow,
-model and data builds), measured at the end of every sweep and saved beside its storage so the
-next dry run on the same storage estimates with this machine's figure."""
+the fixed cost per trial (everything else a trial takes: Tune (and Train) start-up, MLflow,
+model and data builds), per sweep, and the command's start-up before the sweep (interpreter,
+checks, Ray, MLflow; feature-cache building is estimated on its own), measured at the end of
+every sweep and saved beside its storage so the next dry run on the same storage estimates
+with this machine's figures."""
 
 from __future__ import annotations
 
@@ -18,14 +20,19 @@ from .tracking import trial_times
 TIMINGS_FILE = "vidablate-timings.json"
 """Under the storage root: the last measured fixed costs of this cluster."""
 
-TRIAL_START_S = 20.0
-"""Fixed seconds per trial when no sweep has run on the storage yet: what a one-CPU trial
-spends outside its training loop on the 2-core development machine (Tune trial, Ray Train
-controller, worker group and placement group, MLflow run, model and data build; measured as
-below, ``benchmarks/feature_cache.py`` part 1 gives about 20 s)."""
-SWEEP_START_S = 15.0
-"""Fixed seconds per sweep before its first trial starts and after its last ends (a local Ray
-cluster, the MLflow parent run, the report), on the same machine."""
+TRIAL_START_S = 2.5
+"""Fixed seconds per trial when no sweep has run on the storage yet: what a one-worker trial
+in its own process (``trainer.executor=auto``) spends outside its training loop on a 2-core
+development machine (Tune trial process, MLflow run, model and data build): 2.1 s measured on
+``isclip_modules`` (``benchmarks/trial_overhead.py``); a trial under Ray Train adds its
+controller, worker group and placement group (26 s there)."""
+SWEEP_START_S = 18.0
+"""Fixed seconds per sweep after the Tuner starts that no trial covers (Tune's start, the
+report, the MLflow artifacts), on the same machine and table."""
+STARTUP_S = 30.0
+"""Seconds from the command's start to the Tuner's, less feature-cache building: the
+interpreter and its imports, the checks, a local Ray cluster, the MLflow store and parent run
+(25-33 s on the same machine)."""
 
 
 @dataclass
@@ -41,6 +48,9 @@ class Timings:
     cpus: int
     sweep: str
     at: float
+    startup_s: float = STARTUP_S
+    """Seconds from the command's start to the Tuner's, feature-cache building left out (a
+    file saved before this field existed reads as the default)."""
 
 
 def summarise(wall: float, spans: dict[str, tuple[float, float]],
@@ -75,15 +85,46 @@ def time_line(wall: float, loop_total: float, concurrency: int, t: Timings) -> s
             f"per sweep")
 
 
-def report(sid: str, storage: str, wall: float, concurrency: int) -> None:
+def report(sid: str, storage: str, wall: float, concurrency: int,
+           startup_s: float | None = None) -> None:
     """After a sweep: print its wall time against its trials' loop time and save its fixed
-    costs for the next dry run on this storage."""
+    costs (with ``startup_s``, the command's start-up before the sweep) for the next dry run
+    on this storage."""
     spans, loop_s = trial_times(sid)
+    restart_origin()
     if not spans:  # every trial had finished under an earlier driver
         return
     measured, loop_total = summarise(wall, spans, loop_s, sid)
+    if startup_s is not None:
+        measured.startup_s = startup_s
+        print(f"time: start-up {startup_s:.0f} s before the sweep (feature-cache building "
+              f"left out)", flush=True)
     print(time_line(wall, loop_total, concurrency, measured), flush=True)
     save(storage, measured)
+
+
+def process_started() -> float:
+    """When this process started (epoch seconds; Linux's /proc), else now."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+_ORIGIN = [process_started()]
+"""Where the next sweep's start-up is measured from: the process's start, then the end of the
+previous sweep of a multirun."""
+
+
+def origin() -> float:
+    return _ORIGIN[0]
+
+
+def restart_origin() -> None:
+    _ORIGIN[0] = time.time()
 
 
 def _fs(storage: str) -> tuple[Any, str]:
