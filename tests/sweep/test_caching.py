@@ -37,6 +37,9 @@ def test_concurrency_comes_from_the_cluster_and_the_lightest_request():
     assert concurrency(trials, {t.key: True for t in trials}, one_gpu) == 4
     assert concurrency(trials, {t.key: True for t in trials}, {"CPU": 4.0, "GPU": 1.0}) == 2
     assert concurrency(trials[:3], {t.key: True for t in trials}, {"CPU": 64, "GPU": 8}) == 3
+    # an HPO space: one template, as many trials at once as its samples and the cluster allow
+    assert concurrency(trials[:1], {}, {"CPU": 16.0, "GPU": 8.0}, count=16) == 8
+    assert concurrency(trials[:1], {}, {"CPU": 16.0, "GPU": 8.0}, count=4) == 4
     mixed = {"t0": True}  # one packed trial among whole-GPU ones: Ray queues the rest
     assert concurrency(trials, mixed, one_gpu) == 4
 

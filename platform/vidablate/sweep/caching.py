@@ -101,15 +101,16 @@ def trial_resources(trainer: dict[str, Any], packed: bool) -> dict[str, float]:
 
 
 def concurrency(trials: list[TrialSpec], packed: dict[str, bool],
-                cluster: dict[str, float]) -> int:
+                cluster: dict[str, float], count: int | None = None) -> int:
     """Trials that can run at once on ``cluster``: as many as the lightest trial's request
-    fits (Ray's scheduler holds heavier ones back until their resources are free)."""
+    fits (Ray's scheduler holds heavier ones back until their resources are free), at most
+    ``count`` (default: as many as ``trials``; an HPO space's samples share one template)."""
     best = 1
     for t in trials:
         need = trial_resources(t.experiment["trainer"], packed.get(t.key, False))
         fit = min(int(cluster.get(k, 0) // v + 1e-9) for k, v in need.items() if v > 0)
         best = max(best, fit)
-    return max(1, min(best, len(trials)))
+    return max(1, min(best, len(trials) if count is None else count))
 
 
 def entries_to_build(plans: dict[str, TrialCache], trials: list[TrialSpec]

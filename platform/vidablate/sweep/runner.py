@@ -138,10 +138,10 @@ def _report_dir(settings: SweepSettings, storage: str, sid: str) -> Path:
 
 
 def _concurrency(trials: list[TrialSpec], settings: SweepSettings,
-                 packed: dict[str, bool] | None = None) -> int:
+                 packed: dict[str, bool] | None = None, count: int | None = None) -> int:
     if settings.max_concurrent > 0:
         return settings.max_concurrent
-    return concurrency(trials, packed or {}, ray.cluster_resources())
+    return concurrency(trials, packed or {}, ray.cluster_resources(), count)
 
 
 def _local_concurrency(trials: list[TrialSpec], settings: SweepSettings,
@@ -277,7 +277,7 @@ def _launch(space: Space, trials: list[TrialSpec], sid: str, root: str,
         markdown, files, outcomes = run_hpo(
             space, template, sid, tracker, parent_id, created, storage,
             cache_options=cache_options, packed=one[template.key], restore=restore,
-            max_concurrent=_concurrency([template], settings, one),
+            max_concurrent=_concurrency([template], settings, one, space.num_samples),
             max_failures=settings.max_trial_failures, report_dir=report_dir,
             startup_s=startup_s)
         return SweepReport(sid, parent_id, tracking_uri, experiment_name, markdown, files,
