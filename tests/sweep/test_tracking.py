@@ -247,6 +247,21 @@ def test_a_finished_run_names_its_last_checkpoint_as_a_uri(one_trial, storage, p
     assert run.data.tags["vidablate.checkpoint"] == want and run.info.status == "FINISHED"
 
 
+def test_a_trial_process_run_names_tunes_checkpoint(one_trial):
+    """A loop run in the trial's own process reports no ``checkpoint_path``: the tag is the
+    path of Tune's last checkpoint of the trial, with the storage's scheme."""
+    uri, t = one_trial
+    cb = MLflowTrialCallback(uri, "e", "sw", "p", {t.key: t}, {t.key: 1}, printer=False,
+                             storage="s3://bucket/ablations")
+    trial = SimpleNamespace(config={"trial": t.key}, status="TERMINATED",
+                            checkpoint=SimpleNamespace(path="bucket/ablations/sw/t/checkpoint_3"),
+                            last_result={"epoch": 1})
+    cb.on_trial_start(0, [trial], trial)
+    cb.on_trial_complete(0, [trial], trial)
+    run = MlflowClient(uri).get_run(SweepTracker(uri, "e").find_child("sw", t.key))
+    assert run.data.tags["vidablate.checkpoint"] == "s3://bucket/ablations/sw/t/checkpoint_3"
+
+
 @pytest.mark.parametrize("stopping,epochs,status", [
     ("asha early stopping (max 4 epochs, grace period 1, reduction factor 2)", 2, "KILLED"),
     ("asha early stopping (max 4 epochs, grace period 1, reduction factor 2)", 4, "FINISHED"),
