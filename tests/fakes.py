@@ -89,15 +89,15 @@ class FakeTune:
         monkeypatch.setattr(TrialSession, "preempted", lambda _self: self.preemption())
 
     def report(self, metrics, checkpoint=None):
-        import shutil
+        import pyarrow.fs
 
-        self.reports.append(dict(metrics))
-        if checkpoint is not None:
+        if checkpoint is not None:  # uploaded first, as Tune's storage does (pyarrow's copy)
             self.index += 1
             dest = self.trial / f"checkpoint_{self.index:06d}"
             self.storage.checkpoint_fs_path = str(dest)
-            shutil.rmtree(dest, ignore_errors=True)  # Tune writes over a folder of that name
-            shutil.copytree(checkpoint.path, dest)
+            dest.mkdir(exist_ok=True)  # Tune writes over a folder of that name
+            pyarrow.fs.copy_files(checkpoint.path, str(dest))
+        self.reports.append(dict(metrics))
 
     def preemption(self) -> bool:
         self.checks += 1

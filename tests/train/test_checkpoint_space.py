@@ -188,3 +188,40 @@ def test_cloud_or_unknown_storage_reports_as_before(tmp_path, monkeypatch):
     session.report_checkpoint({"epoch": 1}, None)  # the other ranks
     assert [c[1] is None for c in calls] == [False, True]
     assert calls[0][1].path == str(folder)
+
+
+# -- the same upload from a loop in the Tune trial's own process (TrialSession) --------------
+
+
+def test_a_trial_process_refuses_an_upload_its_trial_folder_cannot_hold(tmp_path, small_disk,
+                                                                        monkeypatch):
+    from vidablate.train.session import PROGRESS_FILE
+
+    from ..fakes import FakeTune
+
+    trial = small_disk("2m") / "trial-0"
+    fake = FakeTune(trial)
+    fake.install(monkeypatch)
+    folder = _checkpoint_folder(tmp_path, 3 * MiB)
+    free = shutil.disk_usage(trial).free
+    with pytest.raises(NoSpaceError) as info:
+        session.TrialSession().report({"epoch": 1}, str(folder))
+    progress = len((folder / PROGRESS_FILE).read_bytes())  # written beside the state file
+    assert str(info.value) == expected(trial, 3 * MiB + progress + CHECKPOINT_MARGIN, free) == \
+        f"no space left on {trial}: need 5 MiB, 2 free"
+    assert fake.reports == [] and not list(trial.glob("checkpoint_*"))
+
+
+def test_a_trial_process_removes_the_partial_copy_when_space_runs_out(tmp_path, small_disk,
+                                                                      monkeypatch):
+    from ..fakes import FakeTune
+
+    trial = small_disk("2m") / "trial-0"
+    fake = FakeTune(trial)
+    fake.install(monkeypatch)
+    monkeypatch.setattr(session, "ensure_space", lambda path, need: None)
+    folder = _checkpoint_folder(tmp_path, 3 * MiB)
+    with pytest.raises(NoSpaceError) as info:
+        session.TrialSession().report({"epoch": 1}, str(folder))
+    assert out_of_space(info.value.__cause__)
+    assert not list(trial.glob("checkpoint_*"))  # the partial copy is gone
