@@ -3,7 +3,9 @@ over several search seeds, on the embedded default (tiny CLIP, synthetic clips),
 users run it (``jobs/ablate.py space=<file> scheduler=fifo|asha seeds=[s]``). Per run: the
 trial-epochs trained, the wall time and the best objective (from the MLflow runs); then the
 medians over seeds and the ratio of trial-epochs (the target: >= 2x fewer for an equal or
-better best objective).
+better best objective). For the TPE arm, whose trials all train to the end, it also prints how
+well the objective at each of ASHA's rungs (epochs 1, 3, 9) ranks the final one (Spearman's
+rho, ``scipy.stats.spearmanr``): early stopping can only keep the best trials when it does.
 
 Both arms run one after the other per seed, each with a fresh local Ray cluster, storage and
 tracking store, so they see the same machine. The space keeps its own ``scheduler`` settings;
@@ -64,10 +66,26 @@ def _from_mlflow(uri: str, experiment: str, metric: str) -> dict[str, float]:
     children = [r for r in runs if r.data.tags.get("vidablate.kind") == "trial"]
     trained = sum(len(client.get_metric_history(r.info.run_id, "train_loss"))
                   for r in children)
+    histories = [sorted(client.get_metric_history(r.info.run_id, metric), key=lambda m: m.step)
+                 for r in children]
     return {"trial_epochs": trained, "best": parent.data.metrics.get(f"best_{metric}",
                                                                      float("nan")),
             "stopped": sum(r.info.status == "KILLED" for r in children),
-            "trials": len(children)}
+            "trials": len(children),
+            "curves": [[m.value for m in h] for h in histories]}
+
+
+def rung_agreement(curves: list[list[float]], rung: int) -> tuple[float, float, int]:
+    """How well a trial's objective after ``rung`` epochs ranks its final one, over the trials
+    that trained to the end: Spearman's rho, its p-value and the trials counted."""
+    from scipy.stats import spearmanr
+
+    full = max((len(c) for c in curves), default=0)
+    done = [c for c in curves if len(c) == full and len(c) >= rung]
+    if len(done) < 3:
+        return float("nan"), float("nan"), len(done)
+    rho, p = spearmanr([c[rung - 1] for c in done], [c[-1] for c in done])
+    return float(rho), float(p), len(done)
 
 
 def _write_space(source: Path, target: Path, samples: int) -> None:
@@ -85,17 +103,25 @@ def main() -> None:
     ap.add_argument("--num-samples", type=int, default=0, help="0 = the space's")
     ap.add_argument("--epochs", type=int, default=0, help="0 = the space's trainer.epochs")
     ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--arms", nargs="*", default=["fifo", "asha"], choices=["fifo", "asha"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {"fifo": [], "asha": []}
+    runs: dict[str, list[dict]] = {arm: [] for arm in args.arms}
     for seed in args.seeds:
-        for arm in ("fifo", "asha"):
+        for arm in args.arms:
             r = one(args.space, seed, arm, args.num_samples, args.epochs, args.num_cpus)
             runs[arm].append({"seed": seed, **r})
             print(f"[{arm} seed {seed}] {r['trial_epochs']} trial-epochs, {r['wall_s']:.0f} s, "
                   f"best {r['best']:.2f}, {r['stopped']} stopped", flush=True)
+            if arm == "fifo":  # every trial ran to the end: do the early rungs rank them?
+                for rung in (1, 3, 9):
+                    rho, p, n = rung_agreement(r["curves"], rung)
+                    print(f"  epoch {rung} against the last epoch, {n} trials: Spearman rho "
+                          f"{rho:+.2f} (p = {p:.2g})", flush=True)
     med = {arm: {k: statistics.median(r[k] for r in rs)
                  for k in ("trial_epochs", "wall_s", "best")} for arm, rs in runs.items()}
+    if len(med) < 2:
+        return
     samples = args.num_samples or "the space's"
     print(f"\n{args.space}, {samples} samples, seeds {args.seeds} (medians)")
     print("| arm | trial-epochs | wall (s) | best objective |\n|---|---:|---:|---:|")

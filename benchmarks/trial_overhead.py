@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "platform"))
 TIME_LINE = re.compile(
     r"^time: wall (?P<wall>\d+) s; the trials' training loops (?P<loops>\d+) s in all, "
     r"(?P<ideal>\d+) s at (?P<conc>\d+) at once: wall / loop = (?P<ratio>[0-9.]+)x; fixed cost "
-    r"(?P<trial>[0-9.]+) s per trial \(median of \d+\), (?P<sweep>\d+) s per sweep", re.M)
+    r"(?P<trial>[0-9.]+) s per trial \(\d+ trials\), (?P<sweep>\d+) s per sweep", re.M)
 STARTUP_LINE = re.compile(r"^time: start-up (?P<startup>\d+) s before the sweep", re.M)
 
 

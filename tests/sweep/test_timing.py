@@ -11,15 +11,22 @@ from vidablate.sweep.cost import TableCost, wall_estimate
 
 
 def test_fixed_costs_are_what_the_trials_spent_outside_their_loops():
+    """Two slots from the first start (100) to the last end (190): 180 slot-seconds, 60 of them
+    in loops, 120 outside them over 3 trials (a trial process starting before Tune calls the
+    trial started is outside every span, and still each trial's cost)."""
     spans = {"a": (100.0, 150.0), "b": (100.0, 130.0), "c": (152.0, 190.0)}
     loop = {"a": 30.0, "b": 10.0, "c": 20.0}
-    t, total = timing.summarise(200.0, spans, loop, "sw")
+    t, total = timing.summarise(200.0, spans, loop, "sw", concurrency=2)
     assert total == 60.0
-    assert t.trial_start_s == pytest.approx(20.0)  # median of 20, 20, 18
-    assert t.sweep_start_s == pytest.approx(200.0 - (50 + 38))  # the spans' union is 88 s
+    assert t.trial_start_s == pytest.approx((90.0 * 2 - 60.0) / 3)
+    assert t.sweep_start_s == pytest.approx(200.0 - 90.0)  # before the first, after the last
     assert (t.trials, t.sweep) == (3, "sw")
     line = timing.time_line(200.0, total, 2, t)
     assert "wall 200 s" in line and "60 s in all, 30 s at 2 at once: wall / loop = 6.67x" in line
+    assert "fixed cost 40.0 s per trial (3 trials), 110 s per sweep" in line
+    # more slots than trials: only the trials' own slots count
+    one, _ = timing.summarise(10.0, {"a": (2.0, 7.0)}, {"a": 4.0}, "sw", concurrency=4)
+    assert (one.trial_start_s, one.sweep_start_s) == (1.0, 5.0)
 
 
 def test_timings_saved_on_a_storage_are_read_back(tmp_path):

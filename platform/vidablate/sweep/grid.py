@@ -33,7 +33,14 @@ from .tracking import (
     trial_error,
     use_driver_state,
 )
-from .trial import CHECKPOINTS_KEPT, run_trial, trial_request, tune_relaunches, with_resources
+from .trial import (
+    CHECKPOINTS_KEPT,
+    reuse_processes,
+    run_trial,
+    trial_request,
+    tune_relaunches,
+    with_resources,
+)
 
 
 def _trial_name(trial: Any) -> str:
@@ -74,6 +81,7 @@ def run_grid(space: Space, trials: list[TrialSpec], sid: str, tracker: SweepTrac
             param_space={"trial": tune.grid_search([t.key for t in trials])},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=max_concurrent,
+                reuse_actors=reuse_processes([t.experiment["trainer"] for t in trials]),
                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(

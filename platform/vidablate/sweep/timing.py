@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,9 +39,9 @@ class Timings:
     """The fixed costs one sweep measured."""
 
     trial_start_s: float
-    """Median over its trials of (trial span on the driver - its time in the loop)."""
+    """Seconds per trial outside its training loop (``summarise``)."""
     sweep_start_s: float
-    """Wall time of the sweep not covered by any trial's span."""
+    """Wall time of the sweep before its first trial and after its last."""
     trials: int
     host: str
     cpus: int
@@ -54,25 +53,27 @@ class Timings:
 
 
 def summarise(wall: float, spans: dict[str, tuple[float, float]],
-              loop_s: dict[str, float], sweep: str) -> tuple[Timings, float]:
+              loop_s: dict[str, float], sweep: str, concurrency: int = 1
+              ) -> tuple[Timings, float]:
     """The fixed costs of a finished sweep and its trials' total time in the loop, from each
-    trial's (start, end) on the driver and its summed loop seconds."""
-    fixed = [max(end - start - loop_s.get(key, 0.0), 0.0) for key, (start, end) in spans.items()]
-    covered = 0.0
-    if spans:  # the union of the trials' spans
-        ordered = sorted(spans.values())
-        lo, hi = ordered[0]
-        for start, end in ordered[1:]:
-            if start > hi:
-                covered += hi - lo
-                lo, hi = start, end
-            else:
-                hi = max(hi, end)
-        covered += hi - lo
-    timings = Timings(statistics.median(fixed) if fixed else TRIAL_START_S,
-                      max(wall - covered, 0.0), len(spans), socket.gethostname(),
-                      os.cpu_count() or 1, sweep, time.time())
-    return timings, sum(loop_s.values())
+    trial's (start, end) on the driver, its summed loop seconds and the trials run at once.
+
+    Per sweep: the wall time before the first trial starts and after the last one ends. Per
+    trial: the slot time between those two moments (``concurrency`` slots) not spent in a
+    loop, shared over the trials: it holds what a trial costs before Tune calls it started
+    (a trial process starting, its imports) and between its reports, which its own span on
+    the driver does not show."""
+    loop_total = sum(loop_s.values())
+    if not spans:
+        return Timings(TRIAL_START_S, max(wall, 0.0), 0, socket.gethostname(),
+                       os.cpu_count() or 1, sweep, time.time()), loop_total
+    first = min(start for start, _ in spans.values())
+    last = max(end for _, end in spans.values())
+    slots = max(min(concurrency, len(spans)), 1)
+    per_trial = max((last - first) * slots - loop_total, 0.0) / len(spans)
+    timings = Timings(per_trial, max(wall - (last - first), 0.0), len(spans),
+                      socket.gethostname(), os.cpu_count() or 1, sweep, time.time())
+    return timings, loop_total
 
 
 def time_line(wall: float, loop_total: float, concurrency: int, t: Timings) -> str:
@@ -81,7 +82,7 @@ def time_line(wall: float, loop_total: float, concurrency: int, t: Timings) -> s
     ratio = f"{wall / ideal:.2f}x" if ideal > 0 else "n/a"
     return (f"time: wall {wall:.0f} s; the trials' training loops {loop_total:.0f} s in all, "
             f"{ideal:.0f} s at {concurrency} at once: wall / loop = {ratio}; fixed cost "
-            f"{t.trial_start_s:.1f} s per trial (median of {t.trials}), {t.sweep_start_s:.0f} s "
+            f"{t.trial_start_s:.1f} s per trial ({t.trials} trials), {t.sweep_start_s:.0f} s "
             f"per sweep")
 
 
@@ -94,7 +95,7 @@ def report(sid: str, storage: str, wall: float, concurrency: int,
     restart_origin()
     if not spans:  # every trial had finished under an earlier driver
         return
-    measured, loop_total = summarise(wall, spans, loop_s, sid)
+    measured, loop_total = summarise(wall, spans, loop_s, sid, concurrency)
     if startup_s is not None:
         measured.startup_s = startup_s
         print(f"time: start-up {startup_s:.0f} s before the sweep (feature-cache building "

@@ -481,7 +481,7 @@ class MLflowTrialCallback(Callback):
     def _count(self, trials: list) -> str:
         total = len(self._keys(trials))
         done = self._done | {self._key(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
-        running = sum(t.status == "RUNNING" for t in trials)
+        running = sum(t.status == "RUNNING" and self._key(t) not in done for t in trials)
         queued = max(total - len(done) - running, 0)
         return f"{len(done)}/{total} done, {running} running, {queued} queued"
 

@@ -58,6 +58,16 @@ def tune_relaunches(trainers: list[dict[str, Any]], max_failures: int) -> int:
     return max_failures + max(own, default=0)
 
 
+def reuse_processes(trainers: list[dict[str, Any]]) -> bool:
+    """Tune's ``reuse_actors``: when every trial runs its loop in its own process, a finished
+    trial's process runs the next trial of the same resources, so a process start and its
+    imports are paid once per slot, not once per trial. The loop leaves nothing behind that
+    changes the next trial: it seeds, sets its threads and builds its model and data anew (the
+    process-wide caches hold tokenizers, filesystems and probes), and a failed trial's process
+    is not reused."""
+    return bool(trainers) and all(executor_of(t) == "trial" for t in trainers)
+
+
 def with_resources(trainable: Callable, request: Callable[[dict[str, Any]], dict[str, float]]
                    ) -> Any:
     """``trainable`` with each trial's resources from its config (``request(config)``)."""
