@@ -1,5 +1,5 @@
 """The HPO sweep of a space: Optuna TPE through Ray Tune's OptunaSearch, ``num_samples`` trials
-over the space's ``search`` dimensions, each one TorchTrainer; the best trial is tagged on the
+over the space's ``search`` dimensions (each run as ``trial`` says); the best trial is tagged on the
 sweep's MLflow parent run and the per-trial table is written, logged and printed."""
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ def run_hpo(space: Space, template: TrialSpec, sid: str, tracker: SweepTracker, 
             max_concurrent: int, max_failures: int, report_dir: Path,
             startup_s: float | None = None
             ) -> tuple[str, dict[str, Path], list[TrialOutcome]]:
-    """Optuna TPE through Ray Tune's OptunaSearch: ``num_samples`` trials, each one
-    TorchTrainer; a restarted driver restores the searcher and the unfinished trials. Returns
+    """Optuna TPE through Ray Tune's OptunaSearch: ``num_samples`` trials; a restarted driver restores the searcher and the unfinished trials. Returns
     the table's Markdown, its files and one outcome per trial (arguments as ``grid.run_grid``;
     ``template`` holds the common config and the seed; the space's scheduler stops trials
     early)."""

@@ -1,11 +1,11 @@
 """Run a search space on Ray: load and expand it, print the dry run (``cost``) or run the
 pre-flight checks (``preflight``), start Ray, build the feature cache, open the sweep's MLflow
 parent run, then run the grid of a table (``grid``) or the Optuna search of an HPO space
-(``hpo``); each trial is one Tune trial driving one Ray Train TorchTrainer (``trial``).
+(``hpo``); each trial is one Tune trial that runs its loop in its own process or drives a Ray
+Train TorchTrainer (``trial``).
 
 Re-running the same command restores the Tune experiment (finished trials are skipped) and every
-restarted trial resumes from its last checkpoint, because Train finds its earlier run by name in
-storage.
+restarted trial resumes from its newest checkpoint, which it finds in storage by its name.
 """
 
 from __future__ import annotations
