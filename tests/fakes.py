@@ -43,9 +43,11 @@ class FakeTrain:
         return object() if self.checks == self.warn_at else None
 
 
-def run_until_preempted(loop, config: dict, fake: FakeTrain, monkeypatch) -> None:
-    """Run ``loop.train_loop_per_worker`` until its just-in-time checkpoint on the preemption
-    warning is saved, then die as the preempted node would."""
+def run_until_preempted(loop, config: dict, fake, monkeypatch,
+                        entry: str = "train_loop_per_worker") -> None:
+    """Run ``loop.<entry>`` (a Ray Train worker; ``train_loop_in_trial`` with a ``FakeTune``)
+    until its just-in-time checkpoint on the preemption warning is saved, then die as the
+    preempted node would."""
     import pytest
 
     original = loop._jit_checkpoint
@@ -58,7 +60,7 @@ def run_until_preempted(loop, config: dict, fake: FakeTrain, monkeypatch) -> Non
         fake.install(m)
         m.setattr(loop, "_jit_checkpoint", save_then_die)
         with pytest.raises(RuntimeError, match="node preempted"):
-            loop.train_loop_per_worker(config)
+            getattr(loop, entry)(config)
 
 
 class FakeTune:

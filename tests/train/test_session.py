@@ -15,7 +15,7 @@ from vidablate.train import loop
 from vidablate.train.checkpoint import STATE_FILE
 from vidablate.train.session import PROGRESS_FILE, TrialSession, newest_checkpoint
 
-from ..fakes import FakeTune
+from ..fakes import FakeTune, run_until_preempted
 
 WHOLE = b"PK\x03\x04 a state file " + b"PK\x05\x06" + bytes(18)
 
@@ -67,17 +67,7 @@ def test_drained_node_checkpoint_and_restart_continue_exactly_in_the_trial_proce
     assert [r["epoch"] for r in clean.reports] == [1, 2, 3]
 
     first = FakeTune(tmp_path / "run", warn_at=6)
-    original = loop._jit_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        original(*args, **kwargs)
-        raise RuntimeError("node drained")
-
-    with monkeypatch.context() as m:
-        first.install(m)
-        m.setattr(loop, "_jit_checkpoint", save_then_die)
-        with pytest.raises(RuntimeError, match="node drained"):
-            loop.train_loop_in_trial(config)
+    run_until_preempted(loop, config, first, monkeypatch, entry="train_loop_in_trial")
     assert first.reports[-1] == {"epoch": 1, "jit_checkpoint_step": 4}
     jit = tmp_path / "run" / "checkpoint_000001"
     assert json.loads((jit / PROGRESS_FILE).read_text()) == {"epoch": 1, "step": 4}
