@@ -13,38 +13,25 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from ablate_command import run_ablate
+
 ESTIMATE = re.compile(r"^estimate: (\d+) s wall on this machine \((cpu|gpu)\)$", re.M)
-
-
-def _run(cmd: list[str], cwd: Path) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    took = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: exit {done.returncode}\n{done.stdout[-3000:]}\n"
-                         f"{done.stderr[-3000:]}")
-    return took, done.stdout
 
 
 def one(space: str, extra: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        cmd = [sys.executable, str(REPO / "jobs" / "ablate.py"), f"space={space}",
-               f"storage_path={folder / 'ray_results'}",
-               f"tracking_uri=sqlite:///{folder / 'mlflow.db'}", *extra]
+        args = [f"space={space}", f"storage_path={folder / 'ray_results'}",
+                f"tracking_uri=sqlite:///{folder / 'mlflow.db'}", *extra]
         dry = []
         for when in ("before", "run", "after", "after"):
             if when == "run":
-                wall, _ = _run(cmd, folder)
+                wall, _ = run_ablate(args, folder, space)
                 continue
-            took, out = _run([*cmd, "dry_run=true"], folder)
+            took, out = run_ablate([*args, "dry_run=true"], folder, f"{space} dry run")
             m = ESTIMATE.search(out)
             assert m, out[-2000:]
             dry.append((took, float(m[1])))

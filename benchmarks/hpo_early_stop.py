@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from ablate_command import run_ablate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
@@ -43,16 +43,11 @@ def one(space: str, seed: int, scheduler: str, samples: int, epochs: int,
         path = Path(tmp) / f"{loaded.name}.yaml"
         _write_space(loaded.path, path, samples)
         uri = f"sqlite:///{tmp}/mlflow.db"
-        cmd = [sys.executable, str(REPO / "jobs" / "ablate.py"), f"space={path}",
-               f"scheduler={scheduler}", f"seeds=[{seed}]", f"num_cpus={num_cpus}",
-               f"storage_path={tmp}/ray_results", f"tracking_uri={uri}",
-               *([f"trainer.epochs={epochs}"] if epochs else [])]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if done.returncode != 0:
-            raise SystemExit(f"{scheduler} seed {seed}: exit {done.returncode}\n"
-                             f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        wall, _ = run_ablate([f"space={path}", f"scheduler={scheduler}", f"seeds=[{seed}]",
+                              f"num_cpus={num_cpus}", f"storage_path={tmp}/ray_results",
+                              f"tracking_uri={uri}",
+                              *([f"trainer.epochs={epochs}"] if epochs else [])],
+                             tmp, f"{scheduler} seed {seed}")
         return {**_from_mlflow(uri, loaded.name, loaded.objective["metric"]), "wall_s": wall}
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from ablate_command import run_ablate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
@@ -32,18 +32,12 @@ STARTUP_LINE = re.compile(r"^time: start-up (?P<startup>\d+) s before the sweep"
 
 def one(space: str, executor: str, extra: list[str], folder: Path) -> dict:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    cmd = [sys.executable, str(REPO / "jobs" / "ablate.py"), f"space={space}",
-           f"trainer.executor={executor}", f"storage_path={folder / 'ray_results'}",
-           f"tracking_uri={uri}", *extra]
-    started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
-    command_s = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{executor}: exit {done.returncode}\n{done.stdout[-3000:]}\n"
-                         f"{done.stderr[-3000:]}")
-    m = TIME_LINE.search(done.stdout)
-    s = STARTUP_LINE.search(done.stdout)
-    assert m, done.stdout[-3000:]
+    command_s, out = run_ablate([f"space={space}", f"trainer.executor={executor}",
+                                 f"storage_path={folder / 'ray_results'}",
+                                 f"tracking_uri={uri}", *extra], folder, executor)
+    m = TIME_LINE.search(out)
+    s = STARTUP_LINE.search(out)
+    assert m, out[-3000:]
     return {"command_s": command_s, "wall": float(m["wall"]), "loops": float(m["loops"]),
             "ideal": float(m["ideal"]), "ratio": float(m["ratio"]),
             "trial_s": float(m["trial"]), "sweep_s": float(m["sweep"]),

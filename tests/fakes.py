@@ -63,6 +63,21 @@ def run_until_preempted(loop, config: dict, fake, monkeypatch,
             getattr(loop, entry)(config)
 
 
+def resume_matches_uninterrupted(loop, config: dict, fake, clean, monkeypatch,
+                                 entry: str = "train_loop_per_worker") -> None:
+    """Run ``loop.<entry>`` to the end with ``fake`` (restarted after a preemption in epoch 2
+    of 3) and check that epoch 1 is not repeated and epochs 2-3 match the ``clean`` run."""
+    import pytest
+
+    with monkeypatch.context() as m:
+        fake.install(m)
+        getattr(loop, entry)(config)
+    assert [r["epoch"] for r in fake.reports] == [2, 3]  # epoch 1 is not repeated
+    for got, want in zip(fake.reports, clean.reports[1:], strict=True):
+        for key in ("train_loss", "base_acc", "novel_acc"):  # epoch 2 = steps 1-4 + 5-8
+            assert got[key] == pytest.approx(want[key], rel=1e-6), key
+
+
 class FakeTune:
     """The few ``ray.tune`` calls of a loop run in the trial's own process (``TrialSession``),
     in-process: each checkpoint is copied into ``<trial>/checkpoint_<index>`` as Tune's

@@ -29,7 +29,7 @@ from vidablate.sweep.tracking import (
 from vidablate.train.keys import DIVERGED_KEY
 from vidablate.train.loop import train_loop_per_worker
 
-from ..fakes import FakeTrain, run_until_preempted
+from ..fakes import FakeTrain, resume_matches_uninterrupted, run_until_preempted
 
 
 def _settings(tmp_path: Path, **kw) -> SweepSettings:
@@ -191,13 +191,7 @@ def test_preemption_saves_mid_epoch_and_the_restart_continues_exactly(tmp_path, 
     assert (state["epoch"], state["step"]) == (1, 4) and len(state["partial"]) == 5
 
     second = FakeTrain(tmp_path / "run", resume=first.latest)
-    with monkeypatch.context() as m:
-        second.install(m)
-        loop.train_loop_per_worker(config)
-    assert [r["epoch"] for r in second.reports] == [2, 3]  # epoch 1 is not repeated
-    for got, want in zip(second.reports, clean.reports[1:], strict=True):
-        for key in ("train_loss", "base_acc", "novel_acc"):  # epoch 2 = steps 1-4 + 5-8
-            assert got[key] == pytest.approx(want[key], rel=1e-6), key
+    resume_matches_uninterrupted(loop, config, second, clean, monkeypatch)
 
 
 def test_a_finished_trial_restored_from_its_last_checkpoint_replays_without_training(

@@ -8,14 +8,13 @@ import json
 from pathlib import Path
 
 import pyarrow.fs
-import pytest
 import torch
 
 from vidablate.train import loop
 from vidablate.train.checkpoint import STATE_FILE
 from vidablate.train.session import PROGRESS_FILE, TrialSession, newest_checkpoint
 
-from ..fakes import FakeTune, run_until_preempted
+from ..fakes import FakeTune, resume_matches_uninterrupted, run_until_preempted
 
 WHOLE = b"PK\x03\x04 a state file " + b"PK\x05\x06" + bytes(18)
 
@@ -78,13 +77,8 @@ def test_drained_node_checkpoint_and_restart_continue_exactly_in_the_trial_proce
 
     known = tune.Checkpoint.from_directory(str(tmp_path / "run" / "checkpoint_000000"))
     second = FakeTune(tmp_path / "run", known=known, start_index=1)
-    with monkeypatch.context() as m:
-        second.install(m)
-        loop.train_loop_in_trial(config)
-    assert [r["epoch"] for r in second.reports] == [2, 3]  # epoch 1 is not repeated
-    for got, want in zip(second.reports, clean.reports[1:], strict=True):
-        for key in ("train_loss", "base_acc", "novel_acc"):  # epoch 2 = steps 1-4 + 5-8
-            assert got[key] == pytest.approx(want[key], rel=1e-6), key
+    resume_matches_uninterrupted(loop, config, second, clean, monkeypatch,
+                                 entry="train_loop_in_trial")
 
 
 def test_trial_session_is_one_worker_on_the_cpu_without_ddp():
