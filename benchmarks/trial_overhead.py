@@ -18,9 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ablate_command import run_ablate
+from ablate_command import REPO, run_ablate
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
 
 TIME_LINE = re.compile(

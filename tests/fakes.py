@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import ray.train
 
 _COUNTER = itertools.count()
@@ -48,8 +49,6 @@ def run_until_preempted(loop, config: dict, fake, monkeypatch,
     """Run ``loop.<entry>`` (a Ray Train worker; ``train_loop_in_trial`` with a ``FakeTune``)
     until its just-in-time checkpoint on the preemption warning is saved, then die as the
     preempted node would."""
-    import pytest
-
     original = loop._jit_checkpoint
 
     def save_then_die(*args, **kwargs):
@@ -67,8 +66,6 @@ def resume_matches_uninterrupted(loop, config: dict, fake, clean, monkeypatch,
                                  entry: str = "train_loop_per_worker") -> None:
     """Run ``loop.<entry>`` to the end with ``fake`` (restarted after a preemption in epoch 2
     of 3) and check that epoch 1 is not repeated and epochs 2-3 match the ``clean`` run."""
-    import pytest
-
     with monkeypatch.context() as m:
         fake.install(m)
         getattr(loop, entry)(config)
